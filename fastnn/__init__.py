@@ -1,0 +1,47 @@
+"""fastnn: fast multilayer perceptrons on the CPU, from compiled numba kernels.
+
+>>> import fastnn as fnn
+>>> model = fnn.Sequential(fnn.Linear(64, 100), fnn.ReLU(), fnn.Linear(100, 10))
+>>> opt = fnn.SGD(model.parameters(), lr=0.1)
+>>> history = model.fit(X, y, loss=fnn.SoftmaxCrossEntropy(), optimizer=opt)
+"""
+
+from . import kernels
+from ._threads import get_num_threads, set_num_threads
+from ._warmup import warmup
+from .layers import Identity, Layer, LeakyReLU, Linear, ReLU, Sigmoid, Softmax, Tanh
+from .losses import CrossEntropy, Loss, MSELoss, SoftmaxCrossEntropy
+from .model import Sequential
+from .optim import SGD, Adam, AdamW, Optimizer
+from .parameter import Parameter
+from .training import History, TrainingDivergedError
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "kernels",
+    "set_num_threads",
+    "get_num_threads",
+    "Layer",
+    "Linear",
+    "Identity",
+    "ReLU",
+    "LeakyReLU",
+    "Sigmoid",
+    "Tanh",
+    "Softmax",
+    "Loss",
+    "SoftmaxCrossEntropy",
+    "CrossEntropy",
+    "MSELoss",
+    "Sequential",
+    "Optimizer",
+    "SGD",
+    "Adam",
+    "AdamW",
+    "Parameter",
+    "History",
+    "TrainingDivergedError",
+    "warmup",
+    "__version__",
+]

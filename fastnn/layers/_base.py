@@ -1,0 +1,82 @@
+"""Layer: the base class of every fastnn layer, and the per-batch-shape buffer cache."""
+
+import numpy as np
+
+
+class Layer:
+    """A step of a model with ``forward`` and ``backward``.
+
+    ``forward(X)`` keeps what ``backward`` needs; ``backward(dout)`` returns the gradient with
+    respect to the layer's input and accumulates into its parameters' ``grad``.  Outputs are
+    written into buffers the layer owns, allocated once per batch shape and reused, so the
+    array returned by ``forward``/``backward`` is overwritten by the next call.
+    """
+
+    #: kernel code when the layer is an elementwise activation that a dense kernel can fuse
+    code = None
+    alpha = 0.0
+
+    def parameters(self):
+        return []
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.zero_grad()
+
+    def forward(self, X):
+        raise NotImplementedError
+
+    def backward(self, dout):
+        raise NotImplementedError
+
+    def predict(self, X):
+        """Inference: the output for ``X``, a fresh array, no state kept."""
+        saved = self.__dict__.get("_buffers")
+        self._buffers = BufferCache()
+        try:
+            return self.forward(X).copy()
+        finally:
+            if saved is None:
+                del self._buffers
+            else:
+                self._buffers = saved
+
+    def output_dim(self, n_in):
+        """Number of output features given ``n_in`` input features."""
+        return n_in
+
+    def get_config(self):
+        """Constructor arguments, for repr and saving."""
+        return {}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+class BufferCache:
+    """Arrays reused across calls, keyed by name and shape.
+
+    A training loop sees at most two batch shapes (full batches and the last, smaller one), so
+    a handful of entries per name is enough; older shapes are dropped past ``max_shapes``.
+    """
+
+    __slots__ = ("_arrays", "max_shapes")
+
+    def __init__(self, max_shapes=4):
+        self._arrays = {}
+        self.max_shapes = max_shapes
+
+    def get(self, name, shape, dtype, zero=False):
+        key = (name, shape, np.dtype(dtype))
+        arr = self._arrays.get(key)
+        if arr is None:
+            same = [k for k in self._arrays if k[0] == name]
+            if len(same) >= self.max_shapes:
+                del self._arrays[same[0]]
+            arr = np.zeros(shape, dtype) if zero else np.empty(shape, dtype)
+            self._arrays[key] = arr
+        return arr
+
+    def clear(self):
+        self._arrays.clear()

@@ -1,0 +1,235 @@
+"""Sequential: a stack of layers, run as fused stages.
+
+A ``Linear`` followed by an elementwise activation runs as one dense stage: the activation is
+applied in the pass that adds the bias (forward), and in backward the derivative of the
+previous stage's activation is applied in the pass that writes ``dZ @ W.T``.  Other layers run
+through their own ``forward``/``backward``.  All parameters live in one flat buffer.
+"""
+
+import numpy as np
+
+from fastnn import kernels as K
+
+from ._threads import pick
+from ._validation import check_X
+from .layers import Layer, Linear
+from .layers._base import BufferCache
+from .parameter import FlatParameters
+
+
+class _DenseStage:
+    """Linear (+ fused elementwise activation): buffers for one model, kernels from Linear."""
+
+    __slots__ = ("linear", "act", "code", "alpha", "buffers", "X", "A")
+
+    def __init__(self, linear, act):
+        self.linear = linear
+        self.act = act
+        self.code = act.code if act is not None else K.IDENTITY
+        self.alpha = act.alpha if act is not None else 0.0
+        self.buffers = BufferCache()
+        self.X = None
+        self.A = None
+
+    def forward(self, X, buffers=None):
+        buffers = buffers or self.buffers
+        A = buffers.get("A", (X.shape[0], self.linear.n_out), X.dtype)
+        self.linear.forward_act(X, self.code, self.alpha, A)
+        return A
+
+
+class Sequential(Layer):
+    """Layers applied in order.
+
+    >>> model = Sequential(Linear(784, 100), ReLU(), Linear(100, 10))
+    """
+
+    def __init__(self, *layers):
+        if len(layers) == 1 and isinstance(layers[0], list | tuple):
+            layers = tuple(layers[0])
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise TypeError(f"layers[{i}] must be a fastnn Layer, got {type(layer).__name__}")
+        self.layers = list(layers)
+        self._build()
+
+    def add(self, layer):
+        """Append a layer (Keras style).  Optimizers made before must be made again."""
+        if not isinstance(layer, Layer):
+            raise TypeError(f"layer must be a fastnn Layer, got {type(layer).__name__}")
+        self.layers.append(layer)
+        self._build()
+        return self
+
+    def _build(self):
+        params = self.parameters()
+        self._flat = FlatParameters(params) if params else None
+        self.dtype = self._flat.data.dtype if self._flat is not None else np.dtype(np.float32)
+        stages = []
+        i = 0
+        while i < len(self.layers):
+            layer = self.layers[i]
+            if isinstance(layer, Linear):
+                nxt = self.layers[i + 1] if i + 1 < len(self.layers) else None
+                act = nxt if (nxt is not None and nxt.code is not None) else None
+                stages.append(_DenseStage(layer, act))
+                i += 2 if act is not None else 1
+            else:
+                stages.append(layer)
+                i += 1
+        self._stages = stages
+        self._dense_only = all(isinstance(s, _DenseStage) for s in stages)
+        self.n_in = next((s.linear.n_in for s in stages if isinstance(s, _DenseStage)), None)
+        n = self.n_in
+        for layer in self.layers:
+            if n is not None:
+                n = layer.output_dim(n)
+        self.n_out = n
+
+    # -- parameters --------------------------------------------------------------------------
+    def parameters(self):
+        return [p for layer in self.layers for p in layer.parameters()]
+
+    def zero_grad(self):
+        if self._flat is not None:
+            self._flat.grad[...] = 0
+
+    def output_dim(self, n_in):
+        for layer in self.layers:
+            n_in = layer.output_dim(n_in)
+        return n_in
+
+    # -- forward / backward ------------------------------------------------------------------
+    def _check_input(self, X, name="X"):
+        return check_X(X, name, dtype=self.dtype, n_features=self.n_in)
+
+    def forward(self, X):
+        """Output of the model for a batch, keeping what ``backward`` needs.
+
+        The returned array is a buffer reused by the next ``forward``: copy it to keep it.
+        """
+        return self._forward(self._check_input(X))
+
+    def _forward(self, X):
+        for stage in self._stages:
+            if isinstance(stage, _DenseStage):
+                stage.X = X
+                X = stage.A = stage.forward(X)
+            else:
+                X = stage.forward(X)
+        return X
+
+    def backward(self, grad):
+        """Backpropagate ``grad`` (d loss / d output); accumulate into every ``Parameter.grad``
+        and return d loss / d input."""
+        last = self._stages[-1]
+        A = last.A if isinstance(last, _DenseStage) else getattr(last, "_A", None)
+        if isinstance(last, _DenseStage) and last.X is None:
+            raise RuntimeError("backward called before forward")
+        grad = np.asarray(grad)
+        if A is not None and grad.shape != A.shape:
+            raise ValueError(f"grad must have the output's shape {A.shape}, got {grad.shape}")
+        grad = np.ascontiguousarray(grad, dtype=self.dtype)
+        return self._backward(grad, beta=1.0, need_input_grad=True)
+
+    def _backward(self, grad, beta, need_input_grad):
+        stages = self._stages
+        g = grad
+        g_is_preact = False  # True when g is already the gradient at the stage's pre-activation
+        for k in range(len(stages) - 1, -1, -1):
+            stage = stages[k]
+            if isinstance(stage, _DenseStage):
+                if not g_is_preact and stage.code != K.IDENTITY:
+                    dZ = stage.buffers.get("dZ", g.shape, g.dtype)
+                    pick(K.activation_backward, K.activation_backward_parallel, g.size)(
+                        stage.A, g, stage.code, stage.alpha, dZ
+                    )
+                    g = dZ
+                prev = stages[k - 1] if k > 0 else None
+                fuse = isinstance(prev, _DenseStage)
+                X = stage.X
+                if k > 0 or need_input_grad:
+                    dX = stage.buffers.get("dX", X.shape, X.dtype)
+                else:
+                    dX = stage.buffers.get("dX_none", (0, X.shape[1]), X.dtype)
+                stage.linear.backward_masked(
+                    X, g, beta, prev.code if fuse else K.IDENTITY, prev.alpha if fuse else 0.0, dX
+                )
+                g = dX
+                g_is_preact = fuse
+            else:
+                g = stage.backward(g)
+                g_is_preact = False
+        return g if need_input_grad else None
+
+    # -- inference ---------------------------------------------------------------------------
+    def predict(self, X, batch_size=4096):
+        """Model output for ``X`` (a new array), computed in chunks of ``batch_size`` rows.
+
+        Keeps no state: safe between training steps and from several threads."""
+        X = self._check_input(X)
+        out = np.empty((X.shape[0], self.n_out), self.dtype)
+        buffers = BufferCache(max_shapes=2)
+        for start in range(0, X.shape[0], batch_size):
+            stop = min(start + batch_size, X.shape[0])
+            out[start:stop] = self._infer(X[start:stop], buffers)
+        return out
+
+    def _infer(self, X, buffers):
+        for k, stage in enumerate(self._stages):
+            if isinstance(stage, _DenseStage):
+                A = buffers.get(f"A{k}", (X.shape[0], stage.linear.n_out), X.dtype)
+                X = stage.linear.forward_act(X, stage.code, stage.alpha, A)
+            else:
+                X = stage.predict(X)
+        return X
+
+    # -- training ----------------------------------------------------------------------------
+    def fit(
+        self,
+        X,
+        y,
+        *,
+        loss,
+        optimizer,
+        epochs=1,
+        batch_size=32,
+        shuffle=True,
+        seed=None,
+        validation_data=None,
+        verbose=1,
+    ):
+        """Train with mini-batches; returns a :class:`~fastnn.History`.
+
+        Parameters
+        ----------
+        X : array (n_samples, n_features)
+        y : integer labels (n_samples,) for classification losses, or targets (n_samples, k)
+        loss : a fastnn loss (SoftmaxCrossEntropy, CrossEntropy, MSELoss)
+        optimizer : a fastnn optimizer over ``self.parameters()``
+        epochs, batch_size : positive ints; the last batch of an epoch may be smaller
+        shuffle : reshuffle the samples every epoch
+        seed : makes the shuffling (and so the whole fit) reproducible
+        validation_data : (X_val, y_val) evaluated after each epoch
+        verbose : 1 prints one line per epoch, 0 prints nothing
+        """
+        from .training import fit
+
+        return fit(
+            self,
+            X,
+            y,
+            loss=loss,
+            optimizer=optimizer,
+            epochs=epochs,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            seed=seed,
+            validation_data=validation_data,
+            verbose=verbose,
+        )
+
+    def __repr__(self):
+        inner = ",\n".join(f"  ({i}): {layer!r}" for i, layer in enumerate(self.layers))
+        n = self._flat.data.size if self._flat is not None else 0
+        return f"Sequential(\n{inner}\n)  # {n:,} parameters, {self.dtype}"

@@ -1,0 +1,52 @@
+"""SGD with momentum, dampening, Nesterov and weight decay (torch.optim.SGD's rule)."""
+
+from fastnn import kernels as K
+
+from .._threads import pick
+from .._validation import check_number
+from ._base import Optimizer
+
+
+class SGD(Optimizer):
+    """Stochastic gradient descent.
+
+    ``g = grad + weight_decay * p``; with momentum, ``buf = momentum * buf + (1 - dampening) * g``
+    (``buf = g`` on the first step) and the step is ``buf`` (or ``g + momentum * buf`` with
+    ``nesterov=True``); ``p -= lr * step``.
+    """
+
+    state_names = ("momentum_buffer",)
+
+    def __init__(
+        self, params, lr=0.01, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False
+    ):
+        self.momentum = check_number(momentum, "momentum", low=0.0)
+        self.dampening = check_number(dampening, "dampening", low=0.0, high=1.0)
+        self.weight_decay = check_number(weight_decay, "weight_decay", low=0.0)
+        if nesterov and (self.momentum == 0 or self.dampening != 0):
+            raise ValueError("nesterov=True needs momentum > 0 and dampening == 0")
+        self.nesterov = bool(nesterov)
+        super().__init__(params, lr)
+
+    def _update(self, data, grad, state):
+        kernel = pick(K.sgd_update, K.sgd_update_parallel, data.size)
+        kernel(
+            data,
+            grad,
+            state["momentum_buffer"],
+            self.lr,
+            self.momentum,
+            self.dampening,
+            self.weight_decay,
+            self.nesterov,
+            self.step_count == 1,
+        )
+
+    def get_config(self):
+        return {
+            "lr": self.lr,
+            "momentum": self.momentum,
+            "dampening": self.dampening,
+            "weight_decay": self.weight_decay,
+            "nesterov": self.nesterov,
+        }

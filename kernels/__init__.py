@@ -1,0 +1,29 @@
+"""fastnn.kernels: the numba kernels behind every fastnn layer, loss and optimizer.
+
+Contract (see design.md): a kernel takes arrays and scalars, writes into caller-allocated
+outputs (its last arguments), returns None or a scalar loss, never allocates in steady state,
+never validates and never raises.  float32 and float64, C-contiguous.  Each kernel ``k`` has a
+serial build ``k`` and a ``parallel=True`` build ``k_parallel`` of the same body.
+"""
+
+from . import activations, data, dense, losses, optim, softmax
+from ._blas import gemm
+from .activations import *  # noqa: F403
+from .data import *  # noqa: F403
+from .dense import *  # noqa: F403
+from .losses import *  # noqa: F403
+from .optim import *  # noqa: F403
+from .softmax import *  # noqa: F403
+
+KERNELS = tuple(
+    name
+    for module in (activations, data, dense, losses, optim, softmax)
+    for name in module.__all__
+    if name.islower()
+    and not name.endswith("_parallel")
+    and name not in ("activate", "derivative", "code_of")
+)
+
+__all__ = ["activations", "data", "dense", "losses", "optim", "softmax", "gemm", "KERNELS"]
+for _module in (activations, data, dense, losses, optim, softmax):
+    __all__ += _module.__all__

@@ -1,0 +1,110 @@
+"""Dense (fully connected) layer kernels: ``Z = X @ W + b`` with a fused activation, and the
+backward pass ``dW (+)= X.T @ dZ``, ``db (+)= sum(dZ)``, ``dX = (dZ @ W.T) * f'(X)``.
+
+Large products go to BLAS (``_blas.gemm``) and the bias, activation and mask are applied in a
+second, row-parallel pass over the output while it is still in cache.  Products too small for
+BLAS to pay for its call overhead run as compiled loops (``SMALL_WORK``).
+"""
+
+from numba import prange
+
+from ._blas import gemm
+from ._config import njit, twin
+from .activations import activate, derivative
+
+# Below this many multiply-adds (n_rows * n_in * n_out) a compiled triple loop beats the BLAS
+# call; above it BLAS wins.  Measured with `python -m fastnn bench --kernels` on the 2-core
+# reference machine: see the perf notes in README.md.  Shapes of the iris network
+# (4-6-8-10-3, batch 16-150) are ~1e3-1e4; the first tutorial's 64x784x100 is 5e6.
+SMALL_WORK = 32768
+
+
+@njit
+def _small_matmul_bias_act(X, W, b, code, alpha, A, i):
+    """Row i of A = f(X @ W + b), as a loop (no BLAS)."""
+    n_in, n_out = W.shape
+    for j in range(n_out):
+        A[i, j] = b[j]
+    for p in range(n_in):
+        x = X[i, p]
+        for j in range(n_out):
+            A[i, j] += x * W[p, j]
+    for j in range(n_out):
+        A[i, j] = activate(A[i, j], code, alpha)
+
+
+def _dense_forward(X, W, b, code, alpha, A):
+    """A = f(X @ W + b).
+
+    X (n, n_in), W (n_in, n_out), b (n_out,), A (n, n_out) written in place.  ``code`` names the
+    activation (kernels.activations), ``alpha`` the leaky-ReLU slope.
+    """
+    n = X.shape[0]
+    n_in, n_out = W.shape
+    s = A.dtype.type(alpha)
+    if n * n_in * n_out <= SMALL_WORK:
+        for i in prange(n):
+            _small_matmul_bias_act(X, W, b, code, s, A, i)
+        return
+    gemm(False, False, 1.0, X, W, 0.0, A)
+    for i in prange(n):
+        for j in range(n_out):
+            A[i, j] = activate(A[i, j] + b[j], code, s)
+
+
+def _dense_backward(X, W, dZ, beta, dW, db, prev_code, alpha, dX):
+    """Gradients of a dense layer.
+
+    X (n, n_in) the layer input, W (n_in, n_out), dZ (n, n_out) the gradient at the
+    pre-activation.  ``dW = beta * dW + X.T @ dZ`` and ``db = beta * db + sum_rows(dZ)``
+    (beta=1 accumulates, beta=0 overwrites).  If ``dX`` has rows, it receives
+    ``(dZ @ W.T) * f'(X)`` where f is the activation (``prev_code``) that produced X, so the
+    previous layer's mask is applied in the same pass; ``prev_code=0`` gives plain dZ @ W.T.
+    """
+    n, n_in = X.shape
+    n_out = W.shape[1]
+    s = X.dtype.type(alpha)
+    small = n * n_in * n_out <= SMALL_WORK
+    if small:
+        # dW: each thread owns rows of dW (input features).
+        for p in prange(n_in):
+            for j in range(n_out):
+                dW[p, j] *= beta
+            for i in range(n):
+                x = X[i, p]
+                for j in range(n_out):
+                    dW[p, j] += x * dZ[i, j]
+    else:
+        gemm(True, False, 1.0, X, dZ, beta, dW)
+    for j in range(n_out):
+        db[j] *= beta
+    for i in range(n):
+        for j in range(n_out):
+            db[j] += dZ[i, j]
+    if dX.shape[0] == 0:
+        return
+    if small:
+        for i in prange(n):
+            for p in range(n_in):
+                acc = dZ[i, 0] * W[p, 0]
+                for j in range(1, n_out):
+                    acc += dZ[i, j] * W[p, j]
+                dX[i, p] = acc * derivative(X[i, p], prev_code, s)
+        return
+    gemm(False, True, 1.0, dZ, W, 0.0, dX)
+    if prev_code != 0:
+        for i in prange(n):
+            for p in range(n_in):
+                dX[i, p] *= derivative(X[i, p], prev_code, s)
+
+
+dense_forward, dense_forward_parallel = twin(_dense_forward)
+dense_backward, dense_backward_parallel = twin(_dense_backward)
+
+__all__ = [
+    "SMALL_WORK",
+    "dense_forward",
+    "dense_forward_parallel",
+    "dense_backward",
+    "dense_backward_parallel",
+]
