@@ -6,24 +6,37 @@ never validates and never raises.  float32 and float64, C-contiguous.  Each kern
 serial build ``k`` and a ``parallel=True`` build ``k_parallel`` of the same body.
 """
 
-from . import activations, data, dense, losses, optim, softmax
+from . import activations, data, dense, dropout, losses, normalization, optim, softmax
 from ._blas import gemm
 from .activations import *  # noqa: F403
 from .data import *  # noqa: F403
 from .dense import *  # noqa: F403
+from .dropout import *  # noqa: F403
 from .losses import *  # noqa: F403
+from .normalization import *  # noqa: F403
 from .optim import *  # noqa: F403
 from .softmax import *  # noqa: F403
 
 KERNELS = tuple(
     name
-    for module in (activations, data, dense, losses, optim, softmax)
+    for module in (activations, data, dense, dropout, losses, normalization, optim, softmax)
     for name in module.__all__
     if name.islower()
     and not name.endswith("_parallel")
     and name not in ("activate", "derivative", "code_of")
 )
 
-__all__ = ["activations", "data", "dense", "losses", "optim", "softmax", "gemm", "KERNELS"]
-for _module in (activations, data, dense, losses, optim, softmax):
+__all__ = [
+    "activations",
+    "data",
+    "dense",
+    "dropout",
+    "losses",
+    "normalization",
+    "optim",
+    "softmax",
+    "gemm",
+    "KERNELS",
+]
+for _module in (activations, data, dense, dropout, losses, normalization, optim, softmax):
     __all__ += _module.__all__

@@ -79,6 +79,62 @@ activation_forward, activation_forward_parallel = twin(_activation_forward)
 activation_backward, activation_backward_parallel = twin(_activation_backward)
 
 
+# -- GELU ------------------------------------------------------------------------------------
+# GELU's derivative is not a function of its output (it is not monotonic), so a GELU layer
+# keeps its input Z and is never fused into a dense stage.
+
+_INV_SQRT2 = 0.7071067811865476  # 1 / sqrt(2)
+_INV_SQRT_2PI = 0.3989422804014327  # 1 / sqrt(2 pi)
+_SQRT_2_OVER_PI = 0.7978845608028654  # sqrt(2 / pi)
+_TANH_CUBIC = 0.044715
+
+
+@njit
+def gelu(z, approximate):
+    """GELU of one value: z * Phi(z) (exact erf form), or torch's tanh approximation
+    0.5 z (1 + tanh(sqrt(2/pi) (z + 0.044715 z^3))) when ``approximate`` is true."""
+    if approximate:
+        u = _SQRT_2_OVER_PI * (z + _TANH_CUBIC * z * z * z)
+        return 0.5 * z * (1 + math.tanh(u))
+    return 0.5 * z * (1 + math.erf(z * _INV_SQRT2))
+
+
+@njit
+def gelu_derivative(z, approximate):
+    """d GELU / dz at z: Phi(z) + z phi(z) (exact), or the derivative of the tanh form."""
+    if approximate:
+        z2 = z * z
+        u = _SQRT_2_OVER_PI * (z + _TANH_CUBIC * z2 * z)
+        t = math.tanh(u)
+        du = _SQRT_2_OVER_PI * (1 + 3 * _TANH_CUBIC * z2)
+        return 0.5 * (1 + t) + 0.5 * z * (1 - t * t) * du
+    cdf = 0.5 * (1 + math.erf(z * _INV_SQRT2))
+    return cdf + z * _INV_SQRT_2PI * math.exp(-0.5 * z * z)
+
+
+def _gelu_forward(Z, approximate, A):
+    """A = GELU(Z), row-parallel.  Z, A (n, m); ``approximate``: use the tanh form.  A may be Z
+    (but the layer keeps Z for backward, so it does not do that)."""
+    n, m = Z.shape
+    t = A.dtype.type
+    for i in prange(n):
+        for j in range(m):
+            A[i, j] = t(gelu(Z[i, j], approximate))
+
+
+def _gelu_backward(Z, dA, approximate, dZ):
+    """dZ = dA * GELU'(Z), from the pre-activation Z.  dZ may be dA."""
+    n, m = Z.shape
+    t = dZ.dtype.type
+    for i in prange(n):
+        for j in range(m):
+            dZ[i, j] = dA[i, j] * t(gelu_derivative(Z[i, j], approximate))
+
+
+gelu_forward, gelu_forward_parallel = twin(_gelu_forward)
+gelu_backward, gelu_backward_parallel = twin(_gelu_backward)
+
+
 def code_of(name):
     """Integer code for an activation name (used by the Python layer, not by kernels)."""
     return CODES[name]
@@ -98,4 +154,8 @@ __all__ = [
     "activation_forward_parallel",
     "activation_backward",
     "activation_backward_parallel",
+    "gelu_forward",
+    "gelu_forward_parallel",
+    "gelu_backward",
+    "gelu_backward_parallel",
 ]
