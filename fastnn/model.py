@@ -197,6 +197,9 @@ class Sequential(Layer):
         shuffle=True,
         seed=None,
         validation_data=None,
+        validation_split=0.0,
+        callbacks=None,
+        initial_epoch=0,
         verbose=1,
     ):
         """Train with mini-batches; returns a :class:`~fastnn.History`.
@@ -204,14 +207,40 @@ class Sequential(Layer):
         Parameters
         ----------
         X : array (n_samples, n_features)
+            In memory, or a NumPy memory map (``np.load(path, mmap_mode="r")``): a memory map
+            is checked in chunks and read batch by batch (rows gathered by shuffled index and
+            converted to the model's dtype per batch), never loaded or converted whole.
         y : integer labels (n_samples,) for classification losses, or targets (n_samples, k)
         loss : a fastnn loss (SoftmaxCrossEntropy, CrossEntropy, MSELoss)
         optimizer : a fastnn optimizer over ``self.parameters()``
-        epochs, batch_size : positive ints; the last batch of an epoch may be smaller
+        epochs : int
+            Index of the last epoch + 1 (as in Keras): trains epochs ``initial_epoch`` to
+            ``epochs - 1``.
+        batch_size : int
+            The last batch of an epoch may be smaller.
         shuffle : reshuffle the samples every epoch
-        seed : makes the shuffling (and so the whole fit) reproducible
+        seed : int, numpy Generator or None
+            Epoch ``e`` is shuffled by a permutation derived from ``(seed, e)`` alone, so the
+            same seed gives the same fit, and a fit resumed with ``initial_epoch`` shuffles as
+            an uninterrupted one would.
         validation_data : (X_val, y_val) evaluated after each epoch
-        verbose : 1 prints one line per epoch, 0 prints nothing
+        validation_split : float in [0, 1)
+            Hold out this fraction of the samples, taken from the end of X and y before any
+            shuffling (as Keras), as validation data.  Giving it together with
+            ``validation_data`` is an error (Keras silently ignores the split).
+        callbacks : list of fastnn.callbacks.Callback
+            Hooks called around training, epochs and batches (see :mod:`fastnn.callbacks`).
+            A callback stops training with ``model.stop_training = True`` or by returning True
+            from ``on_epoch_end``.
+        initial_epoch : int
+            Epoch to start from when resuming (see ``fastnn.load_optimizer``).
+        verbose : {0, 1, 2}
+            0: silent.  1: one line per epoch, plus a progress bar redrawn within long epochs
+            when stdout is a terminal.  2: one line per epoch, never a bar (for logs).
+
+        Ctrl-C during fit stops after the current step (a whole step: no half-applied update)
+        and returns the History so far with ``history.interrupted = True``; a second Ctrl-C
+        stops at once, rolling the parameters back to the start of the epoch.
         """
         from .training import fit
 
@@ -226,6 +255,9 @@ class Sequential(Layer):
             shuffle=shuffle,
             seed=seed,
             validation_data=validation_data,
+            validation_split=validation_split,
+            callbacks=callbacks,
+            initial_epoch=initial_epoch,
             verbose=verbose,
         )
 

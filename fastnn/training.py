@@ -1,5 +1,6 @@
 """The training loop behind ``Sequential.fit`` and the History it returns."""
 
+import numbers
 import sys
 import time
 
@@ -7,8 +8,10 @@ import numpy as np
 
 from fastnn import kernels as K
 
+from ._progress import ProgressBar, SigintGuard, isatty
 from ._threads import pick
-from ._validation import check_labels, check_positive_int, check_targets, check_X
+from ._validation import check_labels, check_number, check_positive_int, check_targets, check_X
+from .callbacks import Callback
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -16,11 +19,16 @@ class TrainingDivergedError(FloatingPointError):
 
 
 class History:
-    """What ``fit`` returns: ``history`` maps each metric name to its list of per-epoch values."""
+    """What ``fit`` returns: ``history`` maps each metric name to its list of per-epoch values.
+
+    ``epoch`` lists the epoch indices trained (from ``initial_epoch`` on); ``interrupted`` is
+    True when Ctrl-C stopped the fit.
+    """
 
     def __init__(self):
         self.history = {}
         self.epoch = []
+        self.interrupted = False
 
     def append(self, epoch, logs):
         self.epoch.append(epoch)
@@ -29,6 +37,26 @@ class History:
 
     def __getitem__(self, key):
         return self.history[key]
+
+    def plot(self, path=None, metrics=None):
+        """Draw the training (and validation) curve of each metric against the epoch.
+
+        Parameters
+        ----------
+        path : str or os.PathLike, optional
+            Save the figure there as a PNG (rendered with matplotlib's Agg backend).
+        metrics : list of str, optional
+            Base metric names ("loss", "accuracy", ...); ``val_`` curves are drawn with their
+            training curve.  Default: every recorded metric except throughput and ``lr``.
+
+        Returns
+        -------
+        matplotlib.figure.Figure
+            Needs matplotlib (``pip install fastnn[plot]``).
+        """
+        from ._plot import plot_history
+
+        return plot_history(self, path=path, metrics=metrics)
 
     def __repr__(self):
         keys = ", ".join(self.history)
@@ -45,7 +73,7 @@ def _check_fit_args(model, X, y, loss, optimizer, epochs, batch_size):
         raise TypeError(f"optimizer must be a fastnn optimizer (e.g. SGD(...)), got {optimizer!r}")
     epochs = check_positive_int(epochs, "epochs")
     batch_size = check_positive_int(batch_size, "batch_size")
-    X = check_X(X, "X", dtype=model.dtype, n_features=model.n_in)
+    X = _check_X_data(model, X, "X")
     y, labels = check_y(model, y, loss, X.shape[0])
     return X, y, labels, epochs, batch_size
 
@@ -93,7 +121,7 @@ class EpochRunner:
         n = X.shape[0]
         self.n_batches = -(-n // batch_size)
         m = min(batch_size, n)
-        self.xb = np.empty((m, X.shape[1]), X.dtype)
+        self.xb = np.empty((m, X.shape[1]), model.dtype)  # X may be a memmap of another dtype
         self.yb = np.empty((m,) + y.shape[1:], y.dtype)
         self.lb = np.empty(m, np.int64) if labels is not None else None
         self.gather_rows = pick(K.gather_rows, K.gather_rows_parallel, self.xb.size)
@@ -155,6 +183,120 @@ class _Snapshot:
         self.optimizer.step_count = self.step_count
 
 
+def _check_X_data(model, X, name):
+    """``check_X`` for in-memory data; for a memory map, the same checks done chunk by chunk
+    so that neither a converted copy nor the whole file is ever held in memory.  A memory map
+    comes back as a plain ndarray view of its own dtype: the runner converts per batch."""
+    if not isinstance(X, np.memmap) or X.ndim != 2 or 0 in X.shape:
+        return check_X(X, name, dtype=model.dtype, n_features=model.n_in)
+    check_X(X[:1], name, dtype=model.dtype, n_features=model.n_in)  # dtype kind, features
+    X = X.view(np.ndarray)
+    # 8 MB chunks: a scan of a 1.1 GB float32 file took about 1 s here, bounded by reading it.
+    rows = max(1, (8 << 20) // (X.shape[1] * 8))
+    buf = None
+    for start in range(0, X.shape[0], rows):
+        chunk = X[start : start + rows]
+        if chunk.dtype != model.dtype or not chunk.flags.c_contiguous:
+            if buf is None:
+                buf = np.empty((rows, X.shape[1]), model.dtype)
+            np.copyto(buf[: chunk.shape[0]], chunk, casting="unsafe")
+            chunk = buf[: chunk.shape[0]]
+        if not pick(K.all_finite, K.all_finite_parallel, chunk.size)(chunk):
+            raise ValueError(
+                f"{name} contains NaN or inf (in rows {start}..{start + chunk.shape[0] - 1}); "
+                "every value must be finite"
+            )
+    return X
+
+
+def _split_validation(X, y, validation_split, validation_data):
+    """Keras' validation_split: the last fraction of the samples, taken before shuffling."""
+    split = check_number(validation_split, "validation_split", low=0.0, high=1.0, high_open=True)
+    if split == 0.0:
+        return X, y, None
+    if validation_data is not None:
+        raise ValueError(
+            "pass either validation_data or validation_split, not both "
+            f"(got validation_split={validation_split})"
+        )
+    if not isinstance(X, np.ndarray):
+        X = check_X(X, "X", dtype=np.float64)  # lists and the like: convert (and check) first
+    y = y if isinstance(y, np.ndarray) else np.asarray(y)
+    n = X.shape[0] if X.ndim else 0
+    n_train = int(n * (1.0 - split))
+    if n_train < 1 or n_train >= n:
+        raise ValueError(
+            f"validation_split={validation_split} leaves {n_train} training and {n - n_train} "
+            f"validation samples out of {n}; both need at least one"
+        )
+    if y.ndim == 0 or y.shape[0] != n:
+        raise ValueError(f"y has {y.shape[0] if y.ndim else 0} rows but X has {n} samples")
+    return X[:n_train], y[:n_train], (X[n_train:], y[n_train:])
+
+
+def _shuffle_base(seed):
+    """An integer from which every epoch's permutation is derived as f(base, epoch)."""
+    if seed is None:
+        return int(np.random.SeedSequence().entropy)
+    if isinstance(seed, np.random.Generator):
+        return int(seed.integers(0, 2**63))
+    if isinstance(seed, numbers.Integral) and not isinstance(seed, bool) and seed >= 0:
+        return int(seed)
+    raise TypeError(f"seed must be None, a non-negative integer or a numpy Generator, got {seed!r}")
+
+
+class _CallbackList:
+    """Calls every callback's hook in list order."""
+
+    def __init__(self, callbacks, model, optimizer):
+        if callbacks is None:
+            callbacks = []
+        elif isinstance(callbacks, Callback):
+            callbacks = [callbacks]
+        elif not isinstance(callbacks, list | tuple):
+            raise TypeError(f"callbacks must be a list of fastnn Callbacks, got {callbacks!r}")
+        for i, cb in enumerate(callbacks):
+            if not isinstance(cb, Callback):
+                raise TypeError(
+                    f"callbacks[{i}] must be a fastnn.callbacks.Callback, got {type(cb).__name__}"
+                )
+        self.callbacks = list(callbacks)
+        self.model, self.optimizer = model, optimizer
+        # Batch hooks cost a Python call per batch; without them fit runs batches in chunks.
+        self.wants_batches = any(
+            type(cb).on_batch_end is not Callback.on_batch_end for cb in self.callbacks
+        )
+
+    def begin(self):
+        for cb in self.callbacks:
+            cb.set_context(self.model, self.optimizer)
+        for cb in self.callbacks:
+            cb.on_train_begin({})
+
+    def epoch_begin(self, epoch):
+        for cb in self.callbacks:
+            cb.on_epoch_begin(epoch, {})
+
+    def batch_end(self, batch, logs):
+        for cb in self.callbacks:
+            cb.on_batch_end(batch, logs)
+
+    def epoch_end(self, epoch, logs):
+        stop = False
+        for cb in self.callbacks:
+            stop = bool(cb.on_epoch_end(epoch, logs)) or stop
+        return stop
+
+    def end(self, logs):
+        for cb in self.callbacks:
+            cb.on_train_end(logs)
+
+
+#: fit runs batches in chunks that take about this long (s), so that Ctrl-C, the progress bar
+#: and stop_training react within a fraction of a second even on the compiled fast path.
+CHUNK_SECONDS = 0.1
+
+
 def fit(
     model,
     X,
@@ -167,52 +309,133 @@ def fit(
     shuffle=True,
     seed=None,
     validation_data=None,
+    validation_split=0.0,
+    callbacks=None,
+    initial_epoch=0,
     verbose=1,
 ):
+    """The training loop of ``Sequential.fit`` (see its docstring for the arguments)."""
+    if verbose not in (0, 1, 2):
+        raise ValueError(f"verbose must be 0, 1 or 2, got {verbose!r}")
+    if isinstance(initial_epoch, bool) or not isinstance(initial_epoch, numbers.Integral):
+        raise TypeError(f"initial_epoch must be a non-negative integer, got {initial_epoch!r}")
+    if initial_epoch < 0:
+        raise ValueError(f"initial_epoch must be >= 0, got {initial_epoch}")
+    cbs = _CallbackList(callbacks, model, optimizer)
+    base_seed = _shuffle_base(seed)
+    X, y, split_val = _split_validation(X, y, validation_split, validation_data)
     X, y, labels, epochs, batch_size = _check_fit_args(
         model, X, y, loss, optimizer, epochs, batch_size
     )
+    if initial_epoch > epochs:
+        raise ValueError(f"initial_epoch ({initial_epoch}) must not exceed epochs ({epochs})")
     val = None
-    if validation_data is not None:
+    if split_val is not None:
+        Xv = _check_X_data(model, split_val[0], "X (validation part)")
+        yv, lv = check_y(model, split_val[1], loss, Xv.shape[0], "y (validation part)")
+        val = (Xv, yv, lv)
+    elif validation_data is not None:
         try:
             Xv, yv = validation_data
         except (TypeError, ValueError):
             raise TypeError("validation_data must be a pair (X_val, y_val)") from None
-        Xv = check_X(Xv, "validation_data[0]", dtype=model.dtype, n_features=model.n_in)
+        Xv = _check_X_data(model, Xv, "validation_data[0]")
         yv, lv = check_y(model, yv, loss, Xv.shape[0], "validation_data[1]")
         val = (Xv, yv, lv)
 
     n = X.shape[0]
-    rng = np.random.default_rng(seed)
     order = np.arange(n, dtype=np.int64)
+    identity = order.copy() if shuffle else None
     history = History()
+    # X may be a memory map of another dtype than the model's: runners gather and convert rows
+    # per batch, so the file is never loaded whole.
     runner = EpochRunner(model, X, y, labels, loss, optimizer, batch_size)
     snapshot = _Snapshot(model, optimizer)
+    show_bar = verbose == 1 and isatty(sys.stdout)
+    model.stop_training = False
+    logs = {}
+    note = None
 
-    for epoch in range(epochs):
-        t0 = time.perf_counter()
-        snapshot.take()
-        if shuffle:
-            rng.shuffle(order)
-        total, correct, finite = runner.run(order, 0, runner.n_batches)
-        if not finite:
-            snapshot.restore()
-            raise TrainingDivergedError(
-                f"the loss became NaN or inf in epoch {epoch + 1}; the model keeps the "
-                f"parameters from the end of epoch {epoch}. Try a smaller learning rate or "
-                "standardise the inputs."
+    bar = None
+    with SigintGuard() as guard:
+        try:
+            cbs.begin()
+            for epoch in range(initial_epoch, epochs):
+                cbs.epoch_begin(epoch)
+                snapshot.take()
+                if shuffle:
+                    # The permutation depends only on (seed, epoch), so a fit resumed with
+                    # initial_epoch=k shuffles exactly as an uninterrupted one would.
+                    np.copyto(order, identity)
+                    np.random.default_rng([base_seed, epoch]).shuffle(order)
+                t0 = time.perf_counter()
+                bar = ProgressBar(n, sys.stdout, t0) if show_bar else None
+                total, correct, done, b, chunk = 0.0, 0, 0, 0, 1
+                while b < runner.n_batches:
+                    last = b + 1 if cbs.wants_batches else min(b + chunk, runner.n_batches)
+                    tc = time.perf_counter()
+                    try:
+                        s, c, finite = runner.run(order, b, last)
+                    except KeyboardInterrupt:
+                        # Raised mid-step (no signal guard, or a second Ctrl-C): roll back.
+                        snapshot.restore()
+                        note = f"parameters rolled back to the start of epoch {epoch + 1}"
+                        raise
+                    if not finite:
+                        snapshot.restore()
+                        raise TrainingDivergedError(
+                            f"the loss became NaN or inf in epoch {epoch + 1}; the model keeps "
+                            f"the parameters from the end of epoch {epoch}. Try a smaller "
+                            "learning rate or standardise the inputs."
+                        )
+                    m = min(last * batch_size, n) - b * batch_size
+                    total, correct, done = total + s, correct + c, done + m
+                    dt = time.perf_counter() - tc
+                    chunk = max(1, min(4 * (last - b), int((last - b) * CHUNK_SECONDS / dt)))
+                    if cbs.wants_batches:
+                        blogs = {"batch": b, "size": m, "loss": s / m}
+                        if labels is not None:
+                            blogs["accuracy"] = c / m
+                        cbs.batch_end(b, blogs)
+                    b = last
+                    if bar is not None:
+                        bar.update(done, total / done)
+                    if guard.fired:
+                        raise KeyboardInterrupt
+                    if model.stop_training:
+                        break
+                seconds = time.perf_counter() - t0
+                if bar is not None:
+                    bar.clear()
+                logs = {"loss": total / done}
+                if labels is not None:
+                    logs["accuracy"] = correct / done
+                if val is not None:
+                    vlogs = evaluate(model, val[0], val[1], val[2], loss)
+                    logs.update({"val_" + k: v for k, v in vlogs.items()})
+                logs["samples_per_second"] = done / seconds if seconds > 0 else float("inf")
+                stop = cbs.epoch_end(epoch, logs)  # callbacks may add entries (e.g. "lr")
+                history.append(epoch, logs)
+                if verbose:
+                    _print_epoch(epoch, epochs, logs, seconds)
+                if stop or model.stop_training or guard.fired:
+                    if guard.fired:
+                        raise KeyboardInterrupt
+                    break
+        except KeyboardInterrupt:
+            history.interrupted = True
+            if bar is not None:
+                bar.clear()
+            done_epochs = len(history.epoch)
+            print(
+                f"fastnn: training interrupted (Ctrl-C) after {done_epochs} complete epoch"
+                f"{'s' if done_epochs != 1 else ''} of this fit"
+                + (f"; {note}" if note else "; the last step finished before stopping")
+                + ". Returning the model and the history so far.",
+                file=sys.stderr,
+                flush=True,
             )
-        seconds = time.perf_counter() - t0
-        logs = {"loss": total / n}
-        if labels is not None:
-            logs["accuracy"] = correct / n
-        if val is not None:
-            vlogs = evaluate(model, val[0], val[1], val[2], loss)
-            logs.update({"val_" + k: v for k, v in vlogs.items()})
-        logs["samples_per_second"] = n / seconds if seconds > 0 else float("inf")
-        history.append(epoch, logs)
-        if verbose:
-            _print_epoch(epoch, epochs, logs, seconds)
+    cbs.end(logs)
     return history
 
 
@@ -220,8 +443,9 @@ def _print_epoch(epoch, epochs, logs, seconds):
     width = len(str(epochs))
     parts = [f"epoch {epoch + 1:>{width}}/{epochs}"]
     for key, value in logs.items():
-        if key != "samples_per_second":
-            parts.append(f"{key} {value:.4f}")
+        if key == "samples_per_second" or not isinstance(value, numbers.Real):
+            continue
+        parts.append(f"{key} {value:.3g}" if key == "lr" else f"{key} {value:.4f}")
     parts.append(f"{logs['samples_per_second']:,.0f} samples/s")
     parts.append(f"{seconds:.2f}s")
     print(" - ".join(parts), file=sys.stdout, flush=True)
