@@ -1,8 +1,11 @@
-"""Layers: Linear, elementwise activations, Softmax."""
+"""Layers: Linear, elementwise activations, Softmax, GELU, Dropout, BatchNorm1d, LayerNorm."""
 
 from ._base import BufferCache, Layer
 from .activations import ACTIVATIONS, Identity, LeakyReLU, ReLU, Sigmoid, Softmax, Tanh
+from .dropout import Dropout
+from .gelu import GELU
 from .linear import Linear
+from .normalization import BatchNorm1d, LayerNorm
 
 __all__ = [
     "Layer",
@@ -15,4 +18,8 @@ __all__ = [
     "Tanh",
     "Softmax",
     "ACTIVATIONS",
+    "GELU",
+    "Dropout",
+    "BatchNorm1d",
+    "LayerNorm",
 ]

@@ -49,6 +49,16 @@ class Layer:
         """Constructor arguments, for repr and saving."""
         return {}
 
+    def state_arrays(self):
+        """Non-parameter state to save with the model (e.g. BatchNorm1d's running statistics),
+        as a dict of name -> ndarray.  Layers without such state return an empty dict."""
+        return {}
+
+    def load_state_arrays(self, arrays):
+        """Restore what :meth:`state_arrays` returned (copied into the layer's own arrays)."""
+        if arrays:
+            raise ValueError(f"{type(self).__name__} keeps no state arrays, got {sorted(arrays)}")
+
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
         return f"{type(self).__name__}({args})"
