@@ -6,9 +6,11 @@
 >>> history = model.fit(X, y, loss=fnn.SoftmaxCrossEntropy(), optimizer=opt)
 """
 
-from . import kernels
+from . import callbacks, datasets, kernels
 from ._threads import get_num_threads, set_num_threads
 from ._warmup import warmup
+from .callbacks import Callback, CSVLogger, EarlyStopping, LambdaCallback, ModelCheckpoint
+from .io import load, load_optimizer, save
 from .layers import Identity, Layer, LeakyReLU, Linear, ReLU, Sigmoid, Softmax, Tanh
 from .losses import CrossEntropy, Loss, MSELoss, SoftmaxCrossEntropy
 from .model import Sequential
@@ -20,6 +22,16 @@ __version__ = "0.1.0"
 
 __all__ = [
     "kernels",
+    "callbacks",
+    "datasets",
+    "Callback",
+    "EarlyStopping",
+    "ModelCheckpoint",
+    "CSVLogger",
+    "LambdaCallback",
+    "save",
+    "load",
+    "load_optimizer",
     "set_num_threads",
     "get_num_threads",
     "Layer",

@@ -264,7 +264,8 @@ class _CallbackList:
         self.model, self.optimizer = model, optimizer
         # Batch hooks cost a Python call per batch; without them fit runs batches in chunks.
         self.wants_batches = any(
-            type(cb).on_batch_end is not Callback.on_batch_end for cb in self.callbacks
+            type(cb).on_batch_end is not Callback.on_batch_end or "on_batch_end" in vars(cb)
+            for cb in self.callbacks
         )
 
     def begin(self):
