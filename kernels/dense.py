@@ -69,7 +69,8 @@ def _dense_backward(X, W, dZ, beta, dW, db, prev_code, alpha, dX):
         # dW: each thread owns rows of dW (input features).
         for p in prange(n_in):
             for j in range(n_out):
-                dW[p, j] *= beta
+                # beta=0 overwrites, as BLAS does: stale NaN/inf must not survive as NaN*0
+                dW[p, j] = dW[p, j] * beta if beta != 0 else 0
             for i in range(n):
                 x = X[i, p]
                 for j in range(n_out):
@@ -77,7 +78,7 @@ def _dense_backward(X, W, dZ, beta, dW, db, prev_code, alpha, dX):
     else:
         gemm(True, False, 1.0, X, dZ, beta, dW)
     for j in range(n_out):
-        db[j] *= beta
+        db[j] = db[j] * beta if beta != 0 else 0
     for i in range(n):
         for j in range(n_out):
             db[j] += dZ[i, j]
