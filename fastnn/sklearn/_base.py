@@ -1,0 +1,540 @@
+"""The shared machinery of fastnn's scikit-learn MLP estimators.
+
+``BaseMLP`` mirrors scikit-learn's ``BaseMultilayerPerceptron`` (same parameters, attributes,
+initialisation, random-number use, stopping rules and warnings) but runs every batch through
+the compiled kernels of ``fastnn.kernels.sklearn_compat``: one kernel call per epoch for the
+stochastic solvers, one per function evaluation for L-BFGS.
+
+Parameters live in one flat vector ``[W_0, W_1, ..., b_0, b_1, ...]`` (scikit-learn's packing
+order); after a fit, ``coefs_`` and ``intercepts_`` are views into it.  If a user rebinds them
+(or after unpickling, which copies views), the next call packs them again.
+"""
+
+import contextlib
+import numbers
+import warnings
+
+import numba
+import numpy as np
+import scipy.optimize
+import scipy.sparse
+from sklearn.base import BaseEstimator, is_classifier
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import train_test_split
+from sklearn.utils import check_random_state
+from sklearn.utils._param_validation import Interval, Options, StrOptions
+from sklearn.utils.validation import validate_data
+from threadpoolctl import threadpool_limits
+
+from fastnn.kernels import CODES
+from fastnn.kernels import sklearn_compat as SK
+
+from .._validation import check_dtype
+
+_STOCHASTIC = ("sgd", "adam")
+
+#: scikit-learn's hidden activation names -> fastnn kernel codes
+_HIDDEN_CODES = {
+    "identity": CODES["identity"],
+    "logistic": CODES["sigmoid"],
+    "tanh": CODES["tanh"],
+    "relu": CODES["relu"],
+}
+
+_OUT_KINDS = {
+    "identity": SK.OUT_IDENTITY,
+    "logistic": SK.OUT_LOGISTIC,
+    "softmax": SK.OUT_SOFTMAX,
+    "exp": SK.OUT_EXP,
+}
+
+
+class _SolverState:
+    """What scikit-learn's SGDOptimizer / AdamOptimizer keep between batches."""
+
+    def __init__(self, solver, size, dtype, learning_rate_init):
+        self.solver = solver
+        self.learning_rate = float(learning_rate_init)
+        self.step = np.zeros(1, dtype=np.int64)
+        self.state1 = np.zeros(size, dtype=dtype)
+        self.state2 = np.zeros(size if solver == "adam" else 0, dtype=dtype)
+
+
+class BaseMLP(BaseEstimator):
+    """Base of :class:`MLPClassifier` and :class:`MLPRegressor`; not for direct use."""
+
+    _parameter_constraints: dict = {
+        "hidden_layer_sizes": ["array-like", Interval(numbers.Integral, 1, None, closed="left")],
+        "activation": [StrOptions({"identity", "logistic", "tanh", "relu"})],
+        "solver": [StrOptions({"lbfgs", "sgd", "adam"})],
+        "alpha": [Interval(numbers.Real, 0, None, closed="left")],
+        "batch_size": [StrOptions({"auto"}), Interval(numbers.Integral, 1, None, closed="left")],
+        "learning_rate": [StrOptions({"constant", "invscaling", "adaptive"})],
+        "learning_rate_init": [Interval(numbers.Real, 0, None, closed="neither")],
+        "power_t": [Interval(numbers.Real, 0, None, closed="left")],
+        "max_iter": [Interval(numbers.Integral, 1, None, closed="left")],
+        "shuffle": ["boolean"],
+        "random_state": ["random_state"],
+        "tol": [Interval(numbers.Real, 0, None, closed="left")],
+        "verbose": ["verbose"],
+        "warm_start": ["boolean"],
+        "momentum": [Interval(numbers.Real, 0, 1, closed="both")],
+        "nesterovs_momentum": ["boolean"],
+        "early_stopping": ["boolean"],
+        "validation_fraction": [Interval(numbers.Real, 0, 1, closed="left")],
+        "beta_1": [Interval(numbers.Real, 0, 1, closed="left")],
+        "beta_2": [Interval(numbers.Real, 0, 1, closed="left")],
+        "epsilon": [Interval(numbers.Real, 0, None, closed="neither")],
+        "n_iter_no_change": [
+            Interval(numbers.Integral, 1, None, closed="left"),
+            Options(numbers.Real, {np.inf}),
+        ],
+        "max_fun": [Interval(numbers.Integral, 1, None, closed="left")],
+        "dtype": "no_validation",  # checked by fastnn's check_dtype in fit
+        "n_threads": [Interval(numbers.Integral, 1, None, closed="left"), None],
+    }
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _dtype(self):
+        return check_dtype(self.dtype, "dtype")
+
+    def _threads(self):
+        """Context limiting BLAS and numba threads to ``n_threads`` (no-op when None)."""
+        if self.n_threads is None:
+            return contextlib.nullcontext()
+        stack = contextlib.ExitStack()
+        stack.enter_context(threadpool_limits(limits=self.n_threads))
+        previous = numba.get_num_threads()
+        numba.set_num_threads(min(self.n_threads, numba.config.NUMBA_NUM_THREADS))
+        stack.callback(numba.set_num_threads, previous)
+        return stack
+
+    def _validate_X_predict(self, X):
+        X = validate_data(self, X, accept_sparse=["csr", "csc"], dtype=self._fit_dtype, reset=False)
+        return _dense_writeable(X, self._fit_dtype)
+
+    def _layout(self):
+        """(units int64 array, n_w) of the fitted network."""
+        units = np.array(
+            [c.shape[0] for c in self.coefs_] + [self.coefs_[-1].shape[1]], dtype=np.int64
+        )
+        n_w = int(sum(c.size for c in self.coefs_))
+        return units, n_w
+
+    def _packed(self, dtype):
+        """The flat parameter vector in ``dtype``: the live buffer when ``coefs_`` and
+        ``intercepts_`` are still views into it, a freshly packed copy otherwise."""
+        flat = getattr(self, "_flat", None)
+        arrays = list(self.coefs_) + list(self.intercepts_)
+        if flat is not None and flat.dtype == dtype and _are_views(arrays, flat):
+            return flat
+        return np.concatenate([np.asarray(a, dtype=dtype).ravel() for a in arrays])
+
+    def _bind(self, flat, shapes):
+        """Make ``coefs_``/``intercepts_`` views into ``flat`` (shapes of the weight matrices)."""
+        self._flat = flat
+        coefs, intercepts = [], []
+        off = 0
+        for n_in, n_out in shapes:
+            coefs.append(flat[off : off + n_in * n_out].reshape(n_in, n_out))
+            off += n_in * n_out
+        for _, n_out in shapes:
+            intercepts.append(flat[off : off + n_out])
+            off += n_out
+        self.coefs_ = coefs
+        self.intercepts_ = intercepts
+
+    def _forward_out(self, X):
+        """Output-layer activations (n, n_outputs) for validated X, in the fit dtype."""
+        dtype = X.dtype
+        flat = self._packed(dtype)
+        units, n_w = self._layout()
+        n = X.shape[0]
+        acts = np.empty(n * int(units[1:-1].sum()), dtype=dtype)
+        out = np.empty((n, int(units[-1])), dtype=dtype)
+        code = _HIDDEN_CODES[self.activation]
+        with self._threads():
+            SK.mlp_forward(X, flat, n_w, units, code, _OUT_KINDS[self.out_activation_], acts, out)
+        return out
+
+    # -- fit ----------------------------------------------------------------------------------
+    def _fit(self, X, y, sample_weight=None, incremental=False):
+        self._validate_params()
+        dtype = self._dtype()
+        hidden = self.hidden_layer_sizes
+        if not hasattr(hidden, "__iter__"):
+            hidden = [hidden]
+        hidden = list(hidden)
+        if np.any(np.array(hidden) <= 0):
+            raise ValueError(f"hidden_layer_sizes must be > 0, got {hidden}.")
+        first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
+        if not first_pass and getattr(self, "_fit_dtype", dtype) != dtype:
+            first_pass = True  # the dtype changed since the last fit: start again
+        self._fit_dtype = dtype
+        X, y = self._validate_input(X, y, incremental, reset=first_pass)
+        X = _dense_writeable(X, dtype)
+        n_samples, n_features = X.shape
+        sw = _sample_weight(sample_weight, n_samples, dtype)
+        if y.ndim == 1:
+            y = y.reshape(-1, 1)
+        self.n_outputs_ = y.shape[1]
+        layer_units = [n_features] + hidden + [self.n_outputs_]
+        self._random_state = check_random_state(self.random_state)
+        if first_pass:
+            self._initialize(y, layer_units, dtype)
+        else:
+            flat = self._packed(dtype)
+            if flat is not getattr(self, "_flat", None):
+                self._bind(flat, list(zip(layer_units[:-1], layer_units[1:], strict=False)))
+        Y = np.ascontiguousarray(y, dtype=dtype)
+        with self._threads():
+            if self.solver in _STOCHASTIC:
+                self._fit_stochastic(X, y, Y, sw, sample_weight is not None, incremental)
+            else:
+                self._fit_lbfgs(X, Y, sw)
+        if not np.all(np.isfinite(self._flat)):
+            raise ValueError(
+                "Solver produced non-finite parameter weights. The input data may"
+                " contain large values and need to be preprocessed."
+            )
+        return self
+
+    def _initialize(self, y, layer_units, dtype):
+        self.n_iter_ = 0
+        self.t_ = 0
+        self.n_outputs_ = y.shape[1]
+        self.n_layers_ = len(layer_units)
+        if not is_classifier(self):
+            self.out_activation_ = "exp" if self.loss == "poisson" else "identity"
+        elif self._label_binarizer.y_type_ == "multiclass":
+            self.out_activation_ = "softmax"
+        else:
+            self.out_activation_ = "logistic"
+        # Glorot-uniform, drawn exactly as scikit-learn draws it (float64, then cast), so one
+        # random_state gives both libraries the same starting network.
+        factor = 2.0 if self.activation == "logistic" else 6.0
+        shapes = list(zip(layer_units[:-1], layer_units[1:], strict=False))
+        coefs, intercepts = [], []
+        for fan_in, fan_out in shapes:
+            bound = np.sqrt(factor / (fan_in + fan_out))
+            coefs.append(self._random_state.uniform(-bound, bound, (fan_in, fan_out)))
+            intercepts.append(self._random_state.uniform(-bound, bound, fan_out))
+        flat = np.concatenate([a.ravel() for a in coefs + intercepts]).astype(dtype)
+        self._bind(flat, shapes)
+        self._best_flat = flat.copy()
+        self._solver_state = None
+        if self.solver in _STOCHASTIC:
+            self.loss_curve_ = []
+            self._no_improvement_count = 0
+            if self.early_stopping:
+                self.validation_scores_ = []
+                self.best_validation_score_ = -np.inf
+                self.best_loss_ = None
+            else:
+                self.best_loss_ = np.inf
+                self.validation_scores_ = None
+                self.best_validation_score_ = None
+
+    def _fit_lbfgs(self, X, Y, sw):
+        # L-BFGS runs in float64 like scikit-learn's (scipy's optimizer works in float64).
+        f64 = np.float64
+        X64 = X if X.dtype == f64 else X.astype(f64)
+        Y64 = Y if Y.dtype == f64 else Y.astype(f64)
+        sw64 = sw if sw.dtype == f64 else sw.astype(f64)
+        sw_sum = float(sw64.sum())
+        units, n_w = self._layout()
+        code = _HIDDEN_CODES[self.activation]
+        kind = _OUT_KINDS[self.out_activation_]
+        alpha = float(self.alpha)
+        n = X.shape[0]
+        size = n * int(units[1:].sum())
+        acts = np.empty(size, dtype=f64)
+        deltas = np.empty(size, dtype=f64)
+        grad = np.zeros(self._flat.size, dtype=f64)
+
+        def loss_grad(params):
+            params = np.ascontiguousarray(params, dtype=f64)
+            loss = SK.mlp_loss_grad(
+                X64, Y64, sw64, sw_sum, params, n_w, units, code, kind, alpha, grad, acts, deltas
+            )
+            return loss, grad.copy()
+
+        iprint = 1 if (self.verbose is True or self.verbose >= 1) else -1
+        options = {"maxfun": self.max_fun, "maxiter": self.max_iter, "gtol": self.tol}
+        if tuple(int(v) for v in scipy.__version__.split(".")[:2]) < (1, 15):
+            options["iprint"] = iprint
+        res = scipy.optimize.minimize(
+            loss_grad,
+            self._flat.astype(f64),
+            method="L-BFGS-B",
+            jac=True,
+            options=options,
+        )
+        self.n_iter_ = _lbfgs_n_iter(res, self.max_iter)
+        self.loss_ = float(res.fun)
+        self._flat[...] = res.x
+
+    def _fit_stochastic(self, X, y, Y, sw, weighted, incremental):
+        dtype = X.dtype
+        state = getattr(self, "_solver_state", None)
+        if not incremental or state is None or state.solver != self.solver:
+            state = _SolverState(self.solver, self._flat.size, dtype, self.learning_rate_init)
+            self._solver_state = state
+        if self.early_stopping and incremental:
+            raise ValueError("partial_fit does not support early_stopping=True")
+        early_stopping = self.early_stopping
+        if early_stopping:
+            # scikit-learn stratifies only when there is a single output column (binary)
+            stratify = y if (is_classifier(self) and self.n_outputs_ == 1) else None
+            idx_all = np.arange(X.shape[0])
+            idx_train, idx_val = train_test_split(
+                idx_all,
+                random_state=self._random_state,
+                test_size=self.validation_fraction,
+                stratify=stratify,
+            )
+            if idx_val.shape[0] < 2:
+                raise ValueError(
+                    "The validation set is too small. Increase 'validation_fraction' "
+                    "or the size of your dataset."
+                )
+            X_train = X[idx_train]
+            Y_train, sw_train = Y[idx_train], sw[idx_train]
+            X_val = X[idx_val]
+            y_val = y[idx_val]
+            if is_classifier(self):
+                y_val = self._label_binarizer.inverse_transform(y_val)
+            sw_val = sw[idx_val] if weighted else None
+        else:
+            X_train, Y_train, sw_train = X, Y, sw
+            X_val = y_val = sw_val = None
+        X_train = np.ascontiguousarray(X_train)
+        Y_train = np.ascontiguousarray(Y_train)
+        sw_train = np.ascontiguousarray(sw_train)
+        n_samples = X_train.shape[0]
+        sample_idx = np.arange(n_samples, dtype=np.int64)
+        if self.batch_size == "auto":
+            batch_size = min(200, n_samples)
+        else:
+            if self.batch_size > n_samples:
+                warnings.warn(
+                    "Got `batch_size` less than 1 or larger than "
+                    "sample size. It is going to be clipped",
+                    stacklevel=3,
+                )
+            batch_size = int(np.clip(self.batch_size, 1, n_samples))
+
+        units, n_w = self._layout()
+        code = _HIDDEN_CODES[self.activation]
+        kind = _OUT_KINDS[self.out_activation_]
+        n_out = int(units[-1])
+        size = batch_size * int(units[1:].sum())
+        acts = np.empty(size, dtype=dtype)
+        deltas = np.empty(size, dtype=dtype)
+        grad = np.zeros(self._flat.size, dtype=dtype)
+        xbuf = np.empty(batch_size * X_train.shape[1], dtype=dtype)
+        ybuf = np.empty(batch_size * n_out, dtype=dtype)
+        swbuf = np.empty(batch_size, dtype=dtype)
+        solver = SK.SOLVER_SGD if self.solver == "sgd" else SK.SOLVER_ADAM
+        alpha = float(self.alpha)
+        flat = self._flat
+        try:
+            self.n_iter_ = 0
+            for _ in range(self.max_iter):
+                if self.shuffle:
+                    # scikit-learn's shuffle(sample_idx, random_state=rs): permute arange(n)
+                    # with the RandomState, then index; same draws, same order.
+                    perm = np.arange(n_samples)
+                    self._random_state.shuffle(perm)
+                    sample_idx = sample_idx[perm]
+                lr = state.learning_rate if solver == SK.SOLVER_SGD else self.learning_rate_init
+                accumulated = SK.mlp_epoch(
+                    X_train,
+                    Y_train,
+                    sw_train,
+                    sample_idx,
+                    batch_size,
+                    flat,
+                    n_w,
+                    units,
+                    code,
+                    kind,
+                    alpha,
+                    solver,
+                    float(lr),
+                    float(self.momentum),
+                    bool(self.nesterovs_momentum),
+                    float(self.beta_1),
+                    float(self.beta_2),
+                    float(self.epsilon),
+                    state.step,
+                    state.state1,
+                    state.state2,
+                    grad,
+                    xbuf,
+                    ybuf,
+                    swbuf,
+                    acts,
+                    deltas,
+                )
+                self.n_iter_ += 1
+                self.loss_ = accumulated / n_samples
+                self.t_ += n_samples
+                self.loss_curve_.append(self.loss_)
+                if self.verbose:
+                    print(f"Iteration {self.n_iter_}, loss = {self.loss_:.8f}")
+                self._update_no_improvement_count(early_stopping, X_val, y_val, sw_val)
+                if solver == SK.SOLVER_SGD and self.learning_rate == "invscaling":
+                    state.learning_rate = float(self.learning_rate_init) / (
+                        (self.t_ + 1) ** self.power_t
+                    )
+                if self._no_improvement_count > self.n_iter_no_change:
+                    if early_stopping:
+                        msg = (
+                            "Validation score did not improve more than "
+                            f"tol={self.tol:f} for {self.n_iter_no_change} consecutive epochs."
+                        )
+                    else:
+                        msg = (
+                            f"Training loss did not improve more than tol={self.tol:f}"
+                            f" for {self.n_iter_no_change} consecutive epochs."
+                        )
+                    if self._trigger_stopping(state, msg):
+                        break
+                    self._no_improvement_count = 0
+                if incremental:
+                    break
+                if self.n_iter_ == self.max_iter:
+                    warnings.warn(
+                        f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
+                        "reached and the optimization hasn't converged yet.",
+                        ConvergenceWarning,
+                        stacklevel=3,
+                    )
+        except KeyboardInterrupt:
+            warnings.warn("Training interrupted by user.", stacklevel=3)
+        if early_stopping:
+            flat[...] = self._best_flat
+
+    def _trigger_stopping(self, state, msg):
+        """scikit-learn's rule: stop, except that 'adaptive' SGD divides the rate by 5 first
+        (until it falls to 1e-6)."""
+        if state.solver == "adam" or self.learning_rate != "adaptive":
+            if self.verbose:
+                print(msg + " Stopping.")
+            return True
+        if state.learning_rate <= 1e-6:
+            if self.verbose:
+                print(msg + " Learning rate too small. Stopping.")
+            return True
+        state.learning_rate /= 5.0
+        if self.verbose:
+            print(msg + f" Setting learning rate to {state.learning_rate:f}")
+        return False
+
+    def _update_no_improvement_count(self, early_stopping, X_val, y_val, sw_val):
+        if early_stopping:
+            score = self._score(X_val, y_val, sample_weight=sw_val)
+            self.validation_scores_.append(score)
+            if self.verbose:
+                print(f"Validation score: {self.validation_scores_[-1]:f}")
+            last = self.validation_scores_[-1]
+            if last < (self.best_validation_score_ + self.tol):
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if last > self.best_validation_score_:
+                self.best_validation_score_ = last
+                self._best_flat = self._flat.copy()
+        else:
+            if self.loss_curve_[-1] > self.best_loss_ - self.tol:
+                self._no_improvement_count += 1
+            else:
+                self._no_improvement_count = 0
+            if self.loss_curve_[-1] < self.best_loss_:
+                self.best_loss_ = self.loss_curve_[-1]
+
+    def _score_with_function(self, X, y, sample_weight, score_function):
+        """Score on already validated X (early stopping), NaN if predictions are not finite."""
+        y_pred = self._predict(X, check_input=False)
+        if np.issubdtype(y_pred.dtype, np.floating) and not np.isfinite(y_pred).all():
+            return np.nan
+        return score_function(y, y_pred, sample_weight=sample_weight)
+
+    def _check_solver(self):
+        if self.solver not in _STOCHASTIC:
+            raise AttributeError(
+                "partial_fit is only available for stochastic"
+                f" optimizers. {self.solver} is not stochastic."
+            )
+        return True
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = True
+        return tags
+
+
+# -- module helpers ---------------------------------------------------------------------------
+def _dense_writeable(X, dtype):
+    """C-contiguous, writeable ``dtype`` array (sparse input is densified: the kernels are
+    dense; read-only input is copied so the kernels see one array type, not a second
+    compiled signature)."""
+    if scipy.sparse.issparse(X):
+        X = X.toarray()
+    X = np.ascontiguousarray(X, dtype=dtype)
+    if not X.flags.writeable:
+        X = X.copy()
+    return X
+
+
+def _sample_weight(sample_weight, n_samples, dtype):
+    """Sample weights as a C-contiguous (n_samples,) array of ``dtype`` (ones when None)."""
+    if sample_weight is None:
+        return np.ones(n_samples, dtype=dtype)
+    if isinstance(sample_weight, numbers.Number):
+        return np.full(n_samples, sample_weight, dtype=dtype)
+    sw = np.asarray(sample_weight)
+    if sw.dtype.kind not in "biuf":
+        raise ValueError(f"sample_weight must be numeric, got dtype {sw.dtype}")
+    if sw.ndim != 1:
+        raise ValueError(f"Sample weights must be 1D array or scalar, got shape {sw.shape}")
+    if sw.shape[0] != n_samples:
+        raise ValueError(f"sample_weight.shape == {sw.shape}, expected ({n_samples},)!")
+    sw = np.array(sw, dtype=dtype, order="C")  # a copy: the caller's array is never touched
+    if not np.all(np.isfinite(sw)):
+        raise ValueError("sample_weight contains NaN or inf; every weight must be finite")
+    return sw
+
+
+def _are_views(arrays, flat):
+    off = 0
+    base = flat.ctypes.data
+    item = flat.itemsize
+    for a in arrays:
+        if not isinstance(a, np.ndarray) or a.base is not flat or a.dtype != flat.dtype:
+            return False
+        if a.ctypes.data != base + off * item or not a.flags.c_contiguous:
+            return False
+        off += a.size
+    return off == flat.size
+
+
+def _lbfgs_n_iter(res, max_iter):
+    """Iterations of an L-BFGS result, with scikit-learn's ConvergenceWarning when it stopped
+    for any reason other than convergence."""
+    n_iter = min(res.nit, max_iter)
+    if res.status != 0:
+        msg = f"lbfgs failed to converge after {n_iter} iteration(s) (status={res.status}):\n"
+        msg += f"{res.message}\n"
+        if n_iter == max_iter:
+            msg += (
+                "\nIncrease the number of iterations to improve the convergence "
+                f"(max_iter={max_iter})."
+            )
+        msg += (
+            "\nYou might also want to scale the data as shown in:\n"
+            "    https://scikit-learn.org/stable/modules/preprocessing.html"
+        )
+        warnings.warn(msg, ConvergenceWarning, stacklevel=3)
+    return n_iter

@@ -1,0 +1,279 @@
+"""MLPClassifier: scikit-learn's multi-layer perceptron classifier on fastnn's kernels."""
+
+import numpy as np
+from sklearn.base import ClassifierMixin
+from sklearn.metrics import accuracy_score
+from sklearn.preprocessing import LabelBinarizer
+from sklearn.utils import column_or_1d
+from sklearn.utils.metaestimators import available_if
+from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_target, unique_labels
+from sklearn.utils.validation import check_is_fitted, validate_data
+
+from ._base import BaseMLP
+
+
+class MLPClassifier(ClassifierMixin, BaseMLP):
+    """Multi-layer perceptron classifier: a compiled drop-in for
+    ``sklearn.neural_network.MLPClassifier``.
+
+    Every scikit-learn parameter has the same name, default and meaning (see scikit-learn's
+    documentation for the long form); the network, the random initialisation, the minibatch
+    order, the SGD / Adam / L-BFGS updates and the stopping rules follow scikit-learn's, so a
+    model trained with the same ``random_state`` tracks scikit-learn's up to rounding (exactly
+    so with ``dtype=np.float64``).  Binary and multilabel targets get logistic outputs,
+    multiclass targets a softmax.
+
+    Parameters
+    ----------
+    hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)
+        Width of each hidden layer.
+    activation : {'identity', 'logistic', 'tanh', 'relu'}, default='relu'
+        Hidden-layer activation.
+    solver : {'lbfgs', 'sgd', 'adam'}, default='adam'
+        'lbfgs' runs scipy.optimize's L-BFGS-B on the compiled loss and gradient (float64).
+    alpha : float, default=1e-4
+        L2 penalty ``0.5 * alpha * sum(W**2) / n_samples`` on the weights (not intercepts).
+    batch_size : int or 'auto', default='auto'
+        Minibatch size of the stochastic solvers; 'auto' is ``min(200, n_samples)``.
+    learning_rate : {'constant', 'invscaling', 'adaptive'}, default='constant'
+        Schedule of the 'sgd' solver.
+    learning_rate_init : float, default=0.001
+    power_t : float, default=0.5
+        Exponent of the 'invscaling' schedule.
+    max_iter : int, default=200
+        Epochs (stochastic solvers) or iterations (lbfgs).
+    shuffle : bool, default=True
+    random_state : int, RandomState instance or None, default=None
+    tol : float, default=1e-4
+    verbose : bool, default=False
+    warm_start : bool, default=False
+    momentum : float, default=0.9
+    nesterovs_momentum : bool, default=True
+    early_stopping : bool, default=False
+    validation_fraction : float, default=0.1
+    beta_1, beta_2, epsilon : float, default=0.9, 0.999, 1e-8
+        Adam's parameters.
+    n_iter_no_change : int, default=10
+    max_fun : int, default=15000
+        Most loss evaluations of 'lbfgs'.
+    dtype : float32 or float64, default=np.float32
+        Precision of the stochastic solvers and of prediction (fastnn only).
+    n_threads : int or None, default=None
+        Threads for BLAS and numba during fit and predict; None leaves the current settings
+        (fastnn only).
+
+    Attributes
+    ----------
+    classes_ : ndarray of shape (n_classes,)
+    loss_, best_loss_ : float
+    loss_curve_ : list of shape (n_iter_,)
+    validation_scores_ : list or None
+    best_validation_score_ : float or None
+    t_ : int
+        Training samples seen.
+    coefs_ : list of ndarray, shapes (n_in, n_out) per layer
+    intercepts_ : list of ndarray, shapes (n_out,) per layer
+    n_features_in_ : int
+    feature_names_in_ : ndarray of shape (n_features_in_,)
+    n_iter_, n_layers_, n_outputs_ : int
+    out_activation_ : str
+
+    Examples
+    --------
+    >>> from fastnn.sklearn import MLPClassifier  # instead of sklearn.neural_network
+    >>> clf = MLPClassifier(random_state=1, max_iter=300).fit(X_train, y_train)
+    >>> clf.predict_proba(X_test[:1])
+    """
+
+    def __init__(
+        self,
+        hidden_layer_sizes=(100,),
+        activation="relu",
+        *,
+        solver="adam",
+        alpha=0.0001,
+        batch_size="auto",
+        learning_rate="constant",
+        learning_rate_init=0.001,
+        power_t=0.5,
+        max_iter=200,
+        shuffle=True,
+        random_state=None,
+        tol=1e-4,
+        verbose=False,
+        warm_start=False,
+        momentum=0.9,
+        nesterovs_momentum=True,
+        early_stopping=False,
+        validation_fraction=0.1,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-8,
+        n_iter_no_change=10,
+        max_fun=15000,
+        dtype=np.float32,
+        n_threads=None,
+    ):
+        self.hidden_layer_sizes = hidden_layer_sizes
+        self.activation = activation
+        self.solver = solver
+        self.alpha = alpha
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.learning_rate_init = learning_rate_init
+        self.power_t = power_t
+        self.max_iter = max_iter
+        self.shuffle = shuffle
+        self.random_state = random_state
+        self.tol = tol
+        self.verbose = verbose
+        self.warm_start = warm_start
+        self.momentum = momentum
+        self.nesterovs_momentum = nesterovs_momentum
+        self.early_stopping = early_stopping
+        self.validation_fraction = validation_fraction
+        self.beta_1 = beta_1
+        self.beta_2 = beta_2
+        self.epsilon = epsilon
+        self.n_iter_no_change = n_iter_no_change
+        self.max_fun = max_fun
+        self.dtype = dtype
+        self.n_threads = n_threads
+
+    #: scikit-learn's classifier always trains on log-loss
+    loss = "log_loss"
+
+    def _validate_input(self, X, y, incremental, reset):
+        X, y = validate_data(
+            self,
+            X,
+            y,
+            accept_sparse=["csr", "csc"],
+            multi_output=True,
+            dtype=(np.float64, np.float32),
+            reset=reset,
+        )
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = column_or_1d(y, warn=True)
+        if (not hasattr(self, "classes_")) or (not self.warm_start and not incremental):
+            self._label_binarizer = LabelBinarizer()
+            self._label_binarizer.fit(y)
+            self.classes_ = self._label_binarizer.classes_
+        else:
+            classes = unique_labels(y)
+            if self.warm_start:
+                if set(classes) != set(self.classes_):
+                    raise ValueError(
+                        "warm_start can only be used where `y` has the same "
+                        "classes as in the previous call to fit. Previously "
+                        f"got {self.classes_}, `y` has {classes}"
+                    )
+            elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
+                raise ValueError(
+                    "`y` has classes not in `self.classes_`. "
+                    f"`self.classes_` has {self.classes_}. 'y' has {classes}."
+                )
+        y = self._label_binarizer.transform(y).astype(bool)
+        return X, y
+
+    def fit(self, X, y, sample_weight=None):
+        """Fit the model to X and y.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+            Class labels (any hashable type), or a label-indicator matrix (multilabel).
+        sample_weight : array-like of shape (n_samples,), default=None
+
+        Returns
+        -------
+        self : MLPClassifier
+        """
+        return self._fit(X, y, sample_weight=sample_weight, incremental=False)
+
+    @available_if(lambda est: est._check_solver())
+    def partial_fit(self, X, y, sample_weight=None, classes=None):
+        """One epoch over (X, y) (stochastic solvers only).
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+        y : array-like of shape (n_samples,) or (n_samples, n_outputs)
+        sample_weight : array-like of shape (n_samples,), default=None
+        classes : array of shape (n_classes,), default=None
+            Every class; required on the first call, ignored on later calls.
+
+        Returns
+        -------
+        self : MLPClassifier
+        """
+        if _check_partial_fit_first_call(self, classes):
+            self._label_binarizer = LabelBinarizer()
+            if type_of_target(y).startswith("multilabel"):
+                self._label_binarizer.fit(y)
+            else:
+                self._label_binarizer.fit(classes)
+        return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+    def predict(self, X):
+        """Predicted classes.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y : ndarray of shape (n_samples,) or (n_samples, n_classes) (multilabel)
+        """
+        check_is_fitted(self)
+        return self._predict(X)
+
+    def _predict(self, X, check_input=True):
+        if check_input:
+            X = self._validate_X_predict(X)
+        y_pred = self._forward_out(X)
+        if self.n_outputs_ == 1:
+            y_pred = y_pred.ravel()
+        return self._label_binarizer.inverse_transform(y_pred)
+
+    def _score(self, X, y, sample_weight=None):
+        return self._score_with_function(X, y, sample_weight, accuracy_score)
+
+    def predict_proba(self, X):
+        """Class probabilities, float64, columns in the order of ``classes_``.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        y_prob : ndarray of shape (n_samples, n_classes)
+        """
+        check_is_fitted(self)
+        y_pred = self._forward_out(self._validate_X_predict(X)).astype(np.float64)
+        if self.n_outputs_ == 1:
+            p = y_pred.ravel()
+            return np.vstack([1 - p, p]).T
+        return y_pred
+
+    def predict_log_proba(self, X):
+        """Logarithm of :meth:`predict_proba`.
+
+        Parameters
+        ----------
+        X : {array-like, sparse matrix} of shape (n_samples, n_features)
+
+        Returns
+        -------
+        log_y_prob : ndarray of shape (n_samples, n_classes)
+        """
+        y_prob = self.predict_proba(X)
+        return np.log(y_prob, out=y_prob)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.classifier_tags.multi_label = True
+        return tags

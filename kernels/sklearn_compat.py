@@ -1,0 +1,393 @@
+"""Kernels behind fastnn.sklearn's MLPClassifier / MLPRegressor, with scikit-learn's maths.
+
+scikit-learn's MLP differs from fastnn's layer API in a few exact rules that these kernels
+reproduce, so that a fit tracks scikit-learn's own step for step:
+
+- the output layer is one of four "kinds" (identity + half squared error, logistic + binary
+  log-loss, softmax + log-loss, exp + half Poisson deviance); in every case the gradient at the
+  pre-activation is ``(out(Z) - Y) * w_i / sum(w)``, and the loss clips probabilities to
+  ``[eps, 1 - eps]`` with the dtype's machine epsilon;
+- L2 acts on the weights only (the first ``n_w`` entries of the flat parameter vector, where
+  all weight matrices come before all intercepts, as in scikit-learn's packing), with the
+  coefficient ``alpha / sum(w)`` per batch;
+- SGD momentum is ``v = mu v - lr g; p += v`` (Nesterov: ``p += mu v - lr g``), and Adam adds
+  ``eps`` to ``sqrt(v)`` without bias-correcting it (the learning rate carries both corrections).
+
+Parameters live in one flat vector ``params`` laid out as ``[W_0, W_1, ..., b_0, b_1, ...]``;
+``units`` (int64) lists the layer widths ``[n_in, h_1, ..., n_out]``.  The network-level kernels
+(``mlp_forward``, ``mlp_loss_grad``, ``mlp_epoch``) run one whole batch, or one whole epoch of
+minibatches, per call: on scikit-learn's typical sizes (a few thousand rows, 100 hidden units)
+the per-call overhead of separate kernels, not the arithmetic, is what a step costs.  They are
+serial builds: the matrix products inside go to the (threaded) BLAS through the dense kernels.
+"""
+
+import math
+
+from numba import prange
+
+from ._config import njit, twin
+from .activations import IDENTITY, SIGMOID, activate
+from .dense import dense_backward, dense_forward
+
+OUT_IDENTITY = 0
+OUT_LOGISTIC = 1
+OUT_SOFTMAX = 2
+OUT_EXP = 3
+
+SOLVER_SGD = 0
+SOLVER_ADAM = 1
+
+#: machine epsilon of float32 and float64 (np.finfo(dtype).eps), the clip of log-losses
+EPS32 = 1.1920928955078125e-07
+EPS64 = 2.220446049250313e-16
+
+
+def _output_loss_delta(Z, Y, sw, sw_sum, kind, dZ):
+    """Loss of the output layer and its gradient at the pre-activation, scikit-learn's way.
+
+    Z (n, k) output pre-activations, Y (n, k) targets (0/1 for the classification kinds),
+    sw (n,) sample weights with sum ``sw_sum``.  Writes ``dZ = (out(Z) - Y) * sw_i / sw_sum``
+    (dZ may be Z) and returns the weighted mean loss without the L2 term:
+    identity: ``0.5 * sum_i w_i |z_i - y_i|^2 / (sw_sum * k)``; logistic: binary log-loss summed
+    over outputs; softmax: log-loss; exp: half Poisson deviance summed over outputs.
+    """
+    n, k = Z.shape
+    t = Z.dtype.type
+    eps = EPS32 if Z.itemsize == 4 else EPS64
+    lo = t(eps)
+    hi = t(1.0 - eps)
+    inv = t(1.0 / sw_sum)
+    total = 0.0
+    for i in prange(n):
+        w = sw[i]
+        wi = w * inv
+        row = 0.0
+        if kind == OUT_SOFTMAX:
+            m = Z[i, 0]
+            for j in range(1, k):
+                if Z[i, j] > m:
+                    m = Z[i, j]
+            s = Z[i, 0] * 0
+            for j in range(k):
+                e = math.exp(Z[i, j] - m)
+                dZ[i, j] = e
+                s += e
+            r = 1 / s
+            for j in range(k):
+                p = dZ[i, j] * r
+                y = Y[i, j]
+                if y != 0:
+                    row -= y * math.log(min(max(p, lo), hi))
+                dZ[i, j] = (p - y) * wi
+        elif kind == OUT_LOGISTIC:
+            for j in range(k):
+                p = activate(Z[i, j], SIGMOID, Z[i, j] * 0)
+                y = Y[i, j]
+                pc = min(max(p, lo), hi)
+                if y != 0:
+                    row -= y * math.log(pc)
+                if y != 1:
+                    row -= (1 - y) * math.log(1 - pc)
+                dZ[i, j] = (p - y) * wi
+        elif kind == OUT_EXP:
+            for j in range(k):
+                z = Z[i, j]
+                p = math.exp(z)
+                y = Y[i, j]
+                if y > 0:
+                    row += y * (math.log(y) - z)
+                row += p - y
+                dZ[i, j] = (p - y) * wi
+        else:
+            for j in range(k):
+                d = Z[i, j] - Y[i, j]
+                row += 0.5 * d * d
+                dZ[i, j] = d * wi
+        total += w * row
+    if kind == OUT_IDENTITY:
+        return total / (sw_sum * k)
+    return total / sw_sum
+
+
+def _output_activation(Z, kind, P):
+    """P = out(Z) row by row: identity, logistic, softmax or exp (P may be Z)."""
+    n, k = Z.shape
+    for i in prange(n):
+        if kind == OUT_SOFTMAX:
+            m = Z[i, 0]
+            for j in range(1, k):
+                if Z[i, j] > m:
+                    m = Z[i, j]
+            s = Z[i, 0] * 0
+            for j in range(k):
+                e = math.exp(Z[i, j] - m)
+                P[i, j] = e
+                s += e
+            r = 1 / s
+            for j in range(k):
+                P[i, j] *= r
+        elif kind == OUT_LOGISTIC:
+            for j in range(k):
+                P[i, j] = activate(Z[i, j], SIGMOID, Z[i, j] * 0)
+        elif kind == OUT_EXP:
+            for j in range(k):
+                P[i, j] = math.exp(Z[i, j])
+        else:
+            for j in range(k):
+                P[i, j] = Z[i, j]
+
+
+def _l2_grad(p, g, n_w, l2):
+    """g[:n_w] += l2 * p[:n_w]; returns sum(p[:n_w]**2) (the weights' squared norm)."""
+    c = p.dtype.type(l2)
+    sq = 0.0
+    for i in prange(n_w):
+        pi = p[i]
+        sq += pi * pi
+        g[i] += c * pi
+    return sq
+
+
+def _sgd_momentum_step(p, g, vel, n_w, l2, lr, momentum, nesterov):
+    """scikit-learn's SGD step over the flat parameters, L2 on the first ``n_w`` fused in.
+
+    With ``d = g + l2 * p`` (weights) or ``d = g`` (intercepts): ``v = momentum * v - lr * d``;
+    ``p += momentum * v - lr * d`` if nesterov else ``p += v``.  Returns ``sum(p[:n_w]**2)``
+    taken before the step (the L2 term of the batch loss).
+    """
+    n = p.shape[0]
+    t = p.dtype.type
+    c, lr_, mu = t(l2), t(lr), t(momentum)
+    sq = 0.0
+    for i in prange(n):
+        pi = p[i]
+        d = g[i]
+        if i < n_w:
+            sq += pi * pi
+            d += c * pi
+        v = mu * vel[i] - lr_ * d
+        vel[i] = v
+        if nesterov:
+            p[i] = pi + (mu * v - lr_ * d)
+        else:
+            p[i] = pi + v
+    return sq
+
+
+def _adam_step(p, g, m, v, n_w, l2, lr_t, beta1, beta2, eps):
+    """scikit-learn's Adam step: ``m = b1 m + (1-b1) d``, ``v = b2 v + (1-b2) d^2``,
+    ``p -= lr_t * m / (sqrt(v) + eps)`` where ``lr_t = lr * sqrt(1 - b2^t) / (1 - b1^t)`` is
+    computed by the caller and ``d = g + l2 * p`` on the first ``n_w`` entries (weights).
+    Returns ``sum(p[:n_w]**2)`` taken before the step."""
+    n = p.shape[0]
+    t = p.dtype.type
+    c, lr_, b1, b2, e = t(l2), t(lr_t), t(beta1), t(beta2), t(eps)
+    one = t(1)
+    sq = 0.0
+    for i in prange(n):
+        pi = p[i]
+        d = g[i]
+        if i < n_w:
+            sq += pi * pi
+            d += c * pi
+        mi = b1 * m[i] + (one - b1) * d
+        vi = b2 * v[i] + (one - b2) * (d * d)
+        m[i] = mi
+        v[i] = vi
+        p[i] = pi - lr_ * mi / (math.sqrt(vi) + e)
+    return sq
+
+
+output_loss_delta, output_loss_delta_parallel = twin(_output_loss_delta)
+output_activation, output_activation_parallel = twin(_output_activation)
+l2_grad, l2_grad_parallel = twin(_l2_grad)
+sgd_momentum_step, sgd_momentum_step_parallel = twin(_sgd_momentum_step)
+adam_step, adam_step_parallel = twin(_adam_step)
+
+
+@njit
+def _forward_backward(X, Y, sw, sw_sum, params, n_w, units, code, kind, grad, acts, deltas):
+    """One batch: forward through every layer, output loss, backward into ``grad``.
+
+    X (m, n_in) the batch; ``acts`` and ``deltas`` hold at least ``m * sum(units[1:])`` values
+    (each layer's output, then its pre-activation gradient, layer after layer).  ``grad`` gets
+    the data-term gradient of every parameter (no L2).  Returns the data loss.
+    """
+    m = X.shape[0]
+    n_layers = units.shape[0] - 1
+    w_off = 0
+    b_off = n_w
+    a_off = 0
+    A_in = X
+    for layer in range(n_layers):
+        n_in = units[layer]
+        n_out = units[layer + 1]
+        W = params[w_off : w_off + n_in * n_out].reshape((n_in, n_out))
+        b = params[b_off : b_off + n_out]
+        A_out = acts[a_off : a_off + m * n_out].reshape((m, n_out))
+        act = code if layer < n_layers - 1 else IDENTITY
+        dense_forward(A_in, W, b, act, 0.0, A_out)
+        w_off += n_in * n_out
+        b_off += n_out
+        a_off += m * n_out
+        A_in = A_out
+    k = units[n_layers]
+    D = deltas[a_off - m * k : a_off].reshape((m, k))
+    loss = output_loss_delta(A_in, Y, sw, sw_sum, kind, D)
+    for layer in range(n_layers - 1, -1, -1):
+        n_in = units[layer]
+        n_out = units[layer + 1]
+        w_off -= n_in * n_out
+        b_off -= n_out
+        a_off -= m * n_out
+        W = params[w_off : w_off + n_in * n_out].reshape((n_in, n_out))
+        gW = grad[w_off : w_off + n_in * n_out].reshape((n_in, n_out))
+        gb = grad[b_off : b_off + n_out]
+        D = deltas[a_off : a_off + m * n_out].reshape((m, n_out))
+        if layer > 0:
+            X_l = acts[a_off - m * n_in : a_off].reshape((m, n_in))
+            D_prev = deltas[a_off - m * n_in : a_off].reshape((m, n_in))
+            dense_backward(X_l, W, D, 0.0, gW, gb, code, 0.0, D_prev)
+        else:
+            none = deltas[:0].reshape((0, n_in))
+            dense_backward(X, W, D, 0.0, gW, gb, IDENTITY, 0.0, none)
+    return loss
+
+
+@njit
+def mlp_forward(X, params, n_w, units, code, kind, acts, out):
+    """Network output for X: hidden layers with activation ``code``, then the output kind.
+
+    X (n, units[0]); ``acts`` holds at least ``n * sum(units[1:-1])`` values; out (n, units[-1]).
+    """
+    n = X.shape[0]
+    n_layers = units.shape[0] - 1
+    w_off = 0
+    b_off = n_w
+    a_off = 0
+    A_in = X
+    for layer in range(n_layers):
+        n_in = units[layer]
+        n_out = units[layer + 1]
+        W = params[w_off : w_off + n_in * n_out].reshape((n_in, n_out))
+        b = params[b_off : b_off + n_out]
+        if layer == n_layers - 1:
+            dense_forward(A_in, W, b, IDENTITY, 0.0, out)
+        else:
+            A_out = acts[a_off : a_off + n * n_out].reshape((n, n_out))
+            dense_forward(A_in, W, b, code, 0.0, A_out)
+            A_in = A_out
+        w_off += n_in * n_out
+        b_off += n_out
+        a_off += n * n_out
+    output_activation(out, kind, out)
+
+
+@njit
+def mlp_loss_grad(X, Y, sw, sw_sum, params, n_w, units, code, kind, alpha, grad, acts, deltas):
+    """Full-batch loss (with L2) and its gradient (into ``grad``), as L-BFGS needs them.
+
+    Returns ``data_loss + 0.5 * alpha * sum(W**2) / sw_sum``; ``grad`` gets the data gradient
+    plus ``alpha * W / sw_sum`` on the weights.
+    """
+    data = _forward_backward(X, Y, sw, sw_sum, params, n_w, units, code, kind, grad, acts, deltas)
+    sq = l2_grad(params, grad, n_w, alpha / sw_sum)
+    return data + 0.5 * alpha * sq / sw_sum
+
+
+@njit
+def mlp_epoch(
+    X,
+    Y,
+    sw,
+    idx,
+    batch_size,
+    params,
+    n_w,
+    units,
+    code,
+    kind,
+    alpha,
+    solver,
+    lr,
+    momentum,
+    nesterov,
+    beta1,
+    beta2,
+    epsilon,
+    step,
+    state1,
+    state2,
+    grad,
+    xbuf,
+    ybuf,
+    swbuf,
+    acts,
+    deltas,
+):
+    """One epoch of minibatch SGD or Adam over the rows ``idx`` of (X, Y, sw), in order.
+
+    Batches are ``idx[0:batch_size]``, ``idx[batch_size:2*batch_size]``, ... (the last may be
+    smaller).  Each batch is gathered into ``xbuf``/``ybuf``/``swbuf``, run forward and
+    backward, and stepped with ``solver`` (SOLVER_SGD: ``state1`` is the velocity, ``lr`` the
+    current rate; SOLVER_ADAM: ``state1``/``state2`` the moments, ``lr`` the initial rate,
+    ``step[0]`` the step count, incremented per batch).  Returns the sum over batches of
+    ``batch_loss * batch_rows`` (batch loss with its L2 term), scikit-learn's epoch accumulator.
+    """
+    n = idx.shape[0]
+    n_in = X.shape[1]
+    k = Y.shape[1]
+    total = 0.0
+    start = 0
+    while start < n:
+        stop = min(start + batch_size, n)
+        m = stop - start
+        Xb = xbuf[: m * n_in].reshape((m, n_in))
+        Yb = ybuf[: m * k].reshape((m, k))
+        swb = swbuf[:m]
+        sws = 0.0
+        for r in range(m):
+            src = idx[start + r]
+            for j in range(n_in):
+                Xb[r, j] = X[src, j]
+            for j in range(k):
+                Yb[r, j] = Y[src, j]
+            swb[r] = sw[src]
+            sws += sw[src]
+        data = _forward_backward(
+            Xb, Yb, swb, sws, params, n_w, units, code, kind, grad, acts, deltas
+        )
+        l2 = alpha / sws
+        if solver == SOLVER_SGD:
+            sq = sgd_momentum_step(params, grad, state1, n_w, l2, lr, momentum, nesterov)
+        else:
+            step[0] += 1
+            s = step[0]
+            lr_t = lr * math.sqrt(1.0 - beta2**s) / (1.0 - beta1**s)
+            sq = adam_step(params, grad, state1, state2, n_w, l2, lr_t, beta1, beta2, epsilon)
+        total += (data + 0.5 * alpha * sq / sws) * m
+        start = stop
+    return total
+
+
+__all__ = [
+    "OUT_IDENTITY",
+    "OUT_LOGISTIC",
+    "OUT_SOFTMAX",
+    "OUT_EXP",
+    "SOLVER_SGD",
+    "SOLVER_ADAM",
+    "output_loss_delta",
+    "output_loss_delta_parallel",
+    "output_activation",
+    "output_activation_parallel",
+    "l2_grad",
+    "l2_grad_parallel",
+    "sgd_momentum_step",
+    "sgd_momentum_step_parallel",
+    "adam_step",
+    "adam_step_parallel",
+    "mlp_forward",
+    "mlp_loss_grad",
+    "mlp_epoch",
+]
