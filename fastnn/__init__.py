@@ -11,10 +11,42 @@ from ._threads import get_num_threads, set_num_threads
 from ._warmup import warmup
 from .callbacks import Callback, CSVLogger, EarlyStopping, LambdaCallback, ModelCheckpoint
 from .io import load, load_optimizer, save
-from .layers import Identity, Layer, LeakyReLU, Linear, ReLU, Sigmoid, Softmax, Tanh
-from .losses import CrossEntropy, Loss, MSELoss, SoftmaxCrossEntropy
+from .layers import (
+    GELU,
+    BatchNorm1d,
+    Dropout,
+    Identity,
+    Layer,
+    LayerNorm,
+    LeakyReLU,
+    Linear,
+    ReLU,
+    Sigmoid,
+    Softmax,
+    Tanh,
+)
+from .losses import (
+    BCEWithLogits,
+    CrossEntropy,
+    HuberLoss,
+    Loss,
+    MSELoss,
+    SoftmaxCrossEntropy,
+)
 from .model import Sequential
-from .optim import SGD, Adam, AdamW, Optimizer
+from .optim import (
+    SGD,
+    Adagrad,
+    Adam,
+    AdamW,
+    CosineAnnealingLR,
+    ExponentialLR,
+    LRScheduler,
+    Optimizer,
+    ReduceLROnPlateau,
+    RMSprop,
+    StepLR,
+)
 from .parameter import Parameter
 from .training import History, TrainingDivergedError
 
@@ -52,6 +84,19 @@ __all__ = [
     "Adam",
     "AdamW",
     "Parameter",
+    "GELU",
+    "Dropout",
+    "BatchNorm1d",
+    "LayerNorm",
+    "HuberLoss",
+    "BCEWithLogits",
+    "RMSprop",
+    "Adagrad",
+    "LRScheduler",
+    "StepLR",
+    "ExponentialLR",
+    "CosineAnnealingLR",
+    "ReduceLROnPlateau",
     "History",
     "TrainingDivergedError",
     "warmup",

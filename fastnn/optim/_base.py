@@ -1,7 +1,13 @@
-"""Optimizer base: parameters grouped into flat buffers, state kept per buffer."""
+"""Optimizer base: parameters grouped into flat buffers, state kept per buffer, and gradient
+clipping by global norm fused into every update kernel."""
+
+import math
 
 import numpy as np
 
+from fastnn import kernels as K
+
+from .._threads import pick
 from .._validation import check_number
 from ..parameter import FlatParameters, Parameter
 
@@ -13,12 +19,19 @@ class Optimizer:
     ``model.parameters()``), a single kernel call updates all of them; otherwise one call per
     parameter.  Hyper-parameters are plain attributes (``opt.lr = 0.01`` takes effect at the
     next step), which is how learning-rate schedules drive any optimizer.
+
+    ``max_grad_norm`` (every optimizer): before each update the global L2 norm of all the
+    gradients is computed (one reduction kernel per buffer) and the update kernel multiplies
+    every gradient by min(1, max_grad_norm / (norm + 1e-6)) in the same pass as the update, as
+    ``torch.nn.utils.clip_grad_norm_`` followed by ``step()`` would.  The ``grad`` arrays
+    themselves are left unscaled.  ``last_grad_norm`` holds the norm (before clipping) of the
+    last step, or None when clipping is off.
     """
 
     #: names of per-parameter state buffers (same shape as the parameters)
     state_names = ()
 
-    def __init__(self, params, lr):
+    def __init__(self, params, lr, max_grad_norm=None):
         params = list(params)
         if not params:
             raise ValueError("params is empty: pass model.parameters()")
@@ -27,6 +40,13 @@ class Optimizer:
                 raise TypeError(f"params[{i}] must be a fastnn Parameter, got {type(p).__name__}")
         self.params = params
         self.lr = check_number(lr, "lr", low=0.0)
+        self.max_grad_norm = (
+            None
+            if max_grad_norm is None
+            else check_number(max_grad_norm, "max_grad_norm", low=0.0, low_open=True)
+        )
+        self.last_grad_norm = None
+        self._grad_scale = 1.0
         self.step_count = 0
         flat = FlatParameters.slice_of(params)
         self._groups = (
@@ -42,16 +62,29 @@ class Optimizer:
         for _, grad in self._groups:
             grad[...] = 0
 
+    def grad_norm(self):
+        """Global L2 norm of the gradients of every parameter (float64 accumulation)."""
+        total = 0.0
+        for _, grad in self._groups:
+            total += pick(K.sum_squares, K.sum_squares_parallel, grad.size)(grad)
+        return math.sqrt(total)
+
     def step(self):
+        """One update of every parameter from its ``grad`` (clipped if ``max_grad_norm``)."""
         self.step_count += 1
+        if self.max_grad_norm is not None:
+            norm = self.grad_norm()
+            self.last_grad_norm = norm
+            self._grad_scale = min(1.0, self.max_grad_norm / (norm + 1e-6))
         for (data, grad), state in zip(self._groups, self.state, strict=True):
             self._update(data, grad, state)
 
     def _update(self, data, grad, state):
+        """Update one flat buffer; multiply ``grad`` by ``self._grad_scale`` inside the kernel."""
         raise NotImplementedError
 
     def get_config(self):
-        return {"lr": self.lr}
+        return {"lr": self.lr, "max_grad_norm": self.max_grad_norm}
 
     def __repr__(self):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())

@@ -13,7 +13,16 @@ class Adam(Optimizer):
     state_names = ("exp_avg", "exp_avg_sq")
     decoupled = False
 
-    def __init__(self, params, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0):
+    def __init__(
+        self,
+        params,
+        lr=0.001,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=0.0,
+        *,
+        max_grad_norm=None,
+    ):
         try:
             b1, b2 = betas
         except (TypeError, ValueError):
@@ -24,7 +33,7 @@ class Adam(Optimizer):
         )
         self.eps = check_number(eps, "eps", low=0.0)
         self.weight_decay = check_number(weight_decay, "weight_decay", low=0.0)
-        super().__init__(params, lr)
+        super().__init__(params, lr, max_grad_norm)
 
     def _update(self, data, grad, state):
         kernel = pick(K.adam_update, K.adam_update_parallel, data.size)
@@ -40,6 +49,7 @@ class Adam(Optimizer):
             self.weight_decay,
             self.decoupled,
             self.step_count,
+            self._grad_scale,
         )
 
     def get_config(self):
@@ -48,6 +58,7 @@ class Adam(Optimizer):
             "betas": self.betas,
             "eps": self.eps,
             "weight_decay": self.weight_decay,
+            "max_grad_norm": self.max_grad_norm,
         }
 
 
@@ -56,5 +67,21 @@ class AdamW(Adam):
 
     decoupled = True
 
-    def __init__(self, params, lr=0.001, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.01):
-        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay)
+    def __init__(
+        self,
+        params,
+        lr=0.001,
+        betas=(0.9, 0.999),
+        eps=1e-8,
+        weight_decay=0.01,
+        *,
+        max_grad_norm=None,
+    ):
+        super().__init__(
+            params,
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            max_grad_norm=max_grad_norm,
+        )

@@ -18,7 +18,15 @@ class SGD(Optimizer):
     state_names = ("momentum_buffer",)
 
     def __init__(
-        self, params, lr=0.01, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False
+        self,
+        params,
+        lr=0.01,
+        momentum=0.0,
+        dampening=0.0,
+        weight_decay=0.0,
+        nesterov=False,
+        *,
+        max_grad_norm=None,
     ):
         self.momentum = check_number(momentum, "momentum", low=0.0)
         self.dampening = check_number(dampening, "dampening", low=0.0, high=1.0)
@@ -26,7 +34,7 @@ class SGD(Optimizer):
         if nesterov and (self.momentum == 0 or self.dampening != 0):
             raise ValueError("nesterov=True needs momentum > 0 and dampening == 0")
         self.nesterov = bool(nesterov)
-        super().__init__(params, lr)
+        super().__init__(params, lr, max_grad_norm)
 
     def _update(self, data, grad, state):
         kernel = pick(K.sgd_update, K.sgd_update_parallel, data.size)
@@ -40,6 +48,7 @@ class SGD(Optimizer):
             self.weight_decay,
             self.nesterov,
             self.step_count == 1,
+            self._grad_scale,
         )
 
     def get_config(self):
@@ -49,4 +58,5 @@ class SGD(Optimizer):
             "dampening": self.dampening,
             "weight_decay": self.weight_decay,
             "nesterov": self.nesterov,
+            "max_grad_norm": self.max_grad_norm,
         }
