@@ -201,6 +201,7 @@ class Sequential(Layer):
         callbacks=None,
         initial_epoch=0,
         verbose=1,
+        sample_weight=None,
     ):
         """Train with mini-batches; returns a :class:`~fastnn.History`.
 
@@ -237,6 +238,11 @@ class Sequential(Layer):
         verbose : {0, 1, 2}
             0: silent.  1: one line per epoch, plus a progress bar redrawn within long epochs
             when stdout is a terminal.  2: one line per epoch, never a bar (for logs).
+        sample_weight : array (n_samples,), optional
+            Non-negative weight per sample: each batch's loss is the weighted mean
+            sum_i w_i l_i / sum_i w_i (see :mod:`fastnn.losses`), and the epoch's ``loss`` the
+            weighted mean over all samples.  With ``validation_split`` it is split like X.
+            Validation metrics are unweighted.
 
         Ctrl-C during fit stops after the current step (a whole step: no half-applied update)
         and returns the History so far with ``history.interrupted = True``; a second Ctrl-C
@@ -259,6 +265,7 @@ class Sequential(Layer):
             callbacks=callbacks,
             initial_epoch=initial_epoch,
             verbose=verbose,
+            sample_weight=sample_weight,
         )
 
     def __repr__(self):

@@ -115,7 +115,7 @@ class EpochRunner:
     fast path provides the same interface; ``fit`` only talks to this one.
     """
 
-    def __init__(self, model, X, y, labels, loss, optimizer, batch_size):
+    def __init__(self, model, X, y, labels, loss, optimizer, batch_size, sample_weight=None):
         self.model, self.X, self.y, self.labels = model, X, y, labels
         self.loss, self.optimizer, self.batch_size = loss, optimizer, batch_size
         n = X.shape[0]
@@ -124,6 +124,13 @@ class EpochRunner:
         self.xb = np.empty((m, X.shape[1]), model.dtype)  # X may be a memmap of another dtype
         self.yb = np.empty((m,) + y.shape[1:], y.dtype)
         self.lb = np.empty(m, np.int64) if labels is not None else None
+        # Per-sample weights (checked, model dtype) gathered per batch like y.  A batch's loss is
+        # its weighted mean; it enters the epoch total as value * W_batch * n / W_total, so the
+        # epoch's "loss" is the weighted mean over all samples.
+        self.sw = sample_weight
+        if sample_weight is not None:
+            self.wb = np.empty(m, sample_weight.dtype)
+            self.w_scale = n / float(sample_weight.sum(dtype=np.float64))
         self.gather_rows = pick(K.gather_rows, K.gather_rows_parallel, self.xb.size)
         # Dense-only models overwrite gradients in backward (beta=0) instead of zeroing first.
         self.beta = 0.0 if model._dense_only else 1.0
@@ -144,10 +151,17 @@ class EpochRunner:
             else:
                 K.gather(self.y, idx, yb)
             out = model._forward(xb)
-            value = loss._forward(out, yb)
+            if self.sw is None:
+                value = loss._forward(out, yb)
+                weight = m
+            else:
+                wb = self.wb[:m]
+                K.gather(self.sw, idx, wb)
+                value = loss._forward(out, yb, wb)
+                weight = float(wb.sum(dtype=np.float64)) * self.w_scale
             if not np.isfinite(value):
                 return total, correct, False
-            total += value * m
+            total += value * weight
             if self.labels is not None:
                 lb = self.lb[:m]
                 K.gather(self.labels, idx, lb)
@@ -207,6 +221,21 @@ def _check_X_data(model, X, name):
                 "every value must be finite"
             )
     return X
+
+
+def _fit_sample_weight(sample_weight, n_train, split_val, dtype):
+    """Checked per-sample weights for the training part (None when not given).  With
+    validation_split the weights cover all samples and are split like X (Keras)."""
+    from .losses import check_sample_weight
+
+    if sample_weight is None:
+        return None
+    n_all = n_train + (len(split_val[0]) if split_val is not None else 0)
+    w = check_sample_weight(sample_weight, n_all, dtype)
+    w = np.ascontiguousarray(w[:n_train])
+    if not np.any(w > 0):
+        raise ValueError("sample_weight is all zeros on the training samples")
+    return w
 
 
 def _split_validation(X, y, validation_split, validation_data):
@@ -314,6 +343,7 @@ def fit(
     callbacks=None,
     initial_epoch=0,
     verbose=1,
+    sample_weight=None,
 ):
     """The training loop of ``Sequential.fit`` (see its docstring for the arguments)."""
     if verbose not in (0, 1, 2):
@@ -328,6 +358,7 @@ def fit(
     X, y, labels, epochs, batch_size = _check_fit_args(
         model, X, y, loss, optimizer, epochs, batch_size
     )
+    sample_weight = _fit_sample_weight(sample_weight, X.shape[0], split_val, model.dtype)
     if initial_epoch > epochs:
         raise ValueError(f"initial_epoch ({initial_epoch}) must not exceed epochs ({epochs})")
     val = None
@@ -350,7 +381,7 @@ def fit(
     history = History()
     # X may be a memory map of another dtype than the model's: runners gather and convert rows
     # per batch, so the file is never loaded whole.
-    runner = EpochRunner(model, X, y, labels, loss, optimizer, batch_size)
+    runner = EpochRunner(model, X, y, labels, loss, optimizer, batch_size, sample_weight)
     snapshot = _Snapshot(model, optimizer)
     show_bar = verbose == 1 and isatty(sys.stdout)
     model.stop_training = False
