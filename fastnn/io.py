@@ -171,13 +171,19 @@ def _read(path):
     if not os.path.exists(path):
         raise FileNotFoundError(f"no such file: {path!r}")
     try:
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {key: data[key] for key in data.files}
+        data = np.load(path, allow_pickle=False)
+        if not isinstance(data, np.lib.npyio.NpzFile):
+            arrays = None  # a lone .npy array
+        else:
+            with data:
+                arrays = {key: data[key] for key in data.files}
     except Exception as exc:  # random bytes, truncated zip, CRC errors, pickled content
         raise ValueError(
             f"{path!r} is not a readable fastnn file (.npz expected): {type(exc).__name__}: {exc}"
         ) from None
-    if not isinstance(arrays, dict) or META_KEY not in arrays:
+    if arrays is None:
+        raise ValueError(f"{path!r} holds a single .npy array, not a fastnn checkpoint (.npz)")
+    if META_KEY not in arrays:
         raise ValueError(
             f"{path!r} is an .npz file but not a fastnn checkpoint: it has no {META_KEY!r} entry"
         )

@@ -1,0 +1,256 @@
+"""fastnn.save / load / load_optimizer: round trips, exact resumption, bad files."""
+
+import json
+import os
+import zipfile
+
+import numpy as np
+import pytest
+
+import fastnn as fnn
+from fastnn import io as fio
+
+
+def model_of(dtype=np.float32):
+    return fnn.Sequential(
+        fnn.Linear(5, 7, seed=0, dtype=dtype, init="glorot"),
+        fnn.Tanh(),
+        fnn.Linear(7, 6, seed=1, dtype=dtype, bias=False),
+        fnn.LeakyReLU(0.2),
+        fnn.Linear(6, 4, seed=2, dtype=dtype),
+        fnn.Sigmoid(),
+        fnn.Linear(4, 3, seed=3, dtype=dtype, init="lecun"),
+    )
+
+
+def data(n=120, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, 5)).astype(np.float32)
+    return X, (X[:, 0] + X[:, 1] > 0).astype(np.int64) + (X[:, 2] > 1)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_model_round_trip(tmp_path, dtype):
+    model = model_of(dtype)
+    model._flat.data[...] = np.random.default_rng(3).standard_normal(model._flat.data.size)
+    path = tmp_path / "m.npz"
+    fnn.save(path, model)
+    loaded = fnn.load(path)
+    assert repr(loaded) == repr(model)
+    assert loaded.dtype == np.dtype(dtype)
+    np.testing.assert_array_equal(loaded._flat.data, model._flat.data)
+    X = data()[0].astype(dtype)
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    # plain arrays: NumPy reads the file without pickle; JSON header with a version inside
+    with np.load(path, allow_pickle=False) as f:
+        meta = json.loads(str(f["__fastnn__"][()]))
+        assert f["model/0/param0"].shape == (5, 7)
+    assert meta["format"] == "fastnn" and meta["version"] == fio.FORMAT_VERSION
+    assert [layer["type"] for layer in meta["model"]["layers"]][:2] == ["Linear", "Tanh"]
+
+
+def test_softmax_and_single_layer_round_trip(tmp_path):
+    model = fnn.Sequential(fnn.Linear(3, 4, seed=0), fnn.ReLU(), fnn.Linear(4, 2), fnn.Softmax())
+    fnn.save(tmp_path / "n.npz", model)
+    loaded = fnn.load(tmp_path / "n.npz")
+    X = np.random.default_rng(0).standard_normal((4, 3)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    fnn.save(tmp_path / "one.npz", model.layers[2])
+    one = fnn.load(tmp_path / "one.npz")
+    assert isinstance(one, fnn.Linear)
+    np.testing.assert_array_equal(one.weight.data, model.layers[2].weight.data)
+
+
+@pytest.mark.parametrize(
+    "make_opt",
+    [
+        lambda p: fnn.SGD(p, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
+        lambda p: fnn.Adam(p, lr=0.01, betas=(0.8, 0.99)),
+        lambda p: fnn.AdamW(p, lr=0.01, weight_decay=0.05),
+    ],
+    ids=["sgd", "adam", "adamw"],
+)
+def test_resume_from_checkpoint_equals_uninterrupted_training(tmp_path, make_opt):
+    X, y = data()
+    kw = dict(loss=fnn.SoftmaxCrossEntropy(), batch_size=16, seed=11, verbose=0)
+    straight = model_of()
+    opt = make_opt(straight.parameters())
+    h = straight.fit(X, y, optimizer=opt, epochs=4, validation_split=0.25, **kw)
+
+    first = model_of()
+    opt1 = make_opt(first.parameters())
+    first.fit(X, y, optimizer=opt1, epochs=2, validation_split=0.25, **kw)
+    path = tmp_path / "ck.npz"
+    fnn.save(path, first, opt1)
+    resumed = fnn.load(path)
+    opt2 = fnn.load_optimizer(path, resumed)
+    assert type(opt2) is type(opt1) and opt2.get_config() == opt1.get_config()
+    assert opt2.step_count == opt1.step_count == 2 * 6
+    h2 = resumed.fit(X, y, optimizer=opt2, epochs=4, initial_epoch=2, validation_split=0.25, **kw)
+    np.testing.assert_array_equal(resumed._flat.data, straight._flat.data)
+    for name in opt.state[0]:
+        np.testing.assert_array_equal(opt2.state[0][name], opt.state[0][name])
+    assert h2.epoch == [2, 3] and h2.history["loss"] == h.history["loss"][2:]
+
+
+def test_optimizer_over_separate_parameters(tmp_path):
+    lin = fnn.Linear(3, 2, seed=0)  # not in a Sequential: one state group per parameter
+    opt = fnn.SGD(lin.parameters(), lr=0.1, momentum=0.5)
+    for s in opt.state:
+        s["momentum_buffer"][...] = 1.5
+    opt.step_count = 9
+    fnn.save(tmp_path / "l.npz", lin, opt)
+    lin2 = fnn.load(tmp_path / "l.npz")
+    opt2 = fnn.load_optimizer(tmp_path / "l.npz", lin2)
+    assert len(opt2.state) == 2 and opt2.step_count == 9
+    assert all((s["momentum_buffer"] == 1.5).all() for s in opt2.state)
+    with pytest.raises(ValueError, match="parameter groups"):
+        fnn.load_optimizer(tmp_path / "l.npz", fnn.Sequential(fnn.Linear(3, 2)))
+
+
+class Scaler(fnn.Layer):
+    """A test layer with non-parameter state (like BatchNorm1d's running statistics)."""
+
+    def __init__(self, n, factor=1.0):
+        self.n, self.factor = n, factor
+        self.count = np.zeros(n)
+
+    def forward(self, X):
+        return X * self.factor
+
+    def predict(self, X):
+        return X * self.factor
+
+    def get_config(self):
+        return {"n": self.n, "factor": self.factor}
+
+    def state_arrays(self):
+        return {"count": self.count}
+
+    def load_state_arrays(self, arrays):
+        self.count[...] = arrays["count"]
+
+
+def test_layer_state_arrays_round_trip_and_registry(tmp_path):
+    fio.register_layer(Scaler)
+    layer = Scaler(3, factor=2.5)
+    layer.count[...] = [1, 2, 3]
+    model = fnn.Sequential(fnn.Linear(2, 3, seed=0), layer)
+    fnn.save(tmp_path / "s.npz", model)
+    loaded = fnn.load(tmp_path / "s.npz")
+    assert loaded.layers[1].factor == 2.5
+    np.testing.assert_array_equal(loaded.layers[1].count, [1, 2, 3])
+    with pytest.raises(TypeError, match="subclass"):
+        fio.register_layer(int)
+
+
+def test_capture_and_restore():
+    model = model_of()
+    saved = fio.capture(model)
+    before = model._flat.data.copy()
+    model._flat.data[...] = 0
+    fio.restore(model, saved)
+    np.testing.assert_array_equal(model._flat.data, before)
+
+
+# -- bad files ---------------------------------------------------------------------------------
+@pytest.fixture
+def checkpoint(tmp_path):
+    model = model_of()
+    path = tmp_path / "good.npz"
+    fnn.save(path, model, fnn.Adam(model.parameters()))
+    return path
+
+
+def _rewrite(src, dst, change):
+    with np.load(src, allow_pickle=False) as f:
+        arrays = {k: f[k] for k in f.files}
+    change(arrays)
+    np.savez(dst, **arrays)
+
+
+def test_corrupt_truncated_and_foreign_files(tmp_path, checkpoint):
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(np.random.default_rng(0).bytes(5000))
+    with pytest.raises(ValueError, match=r"junk\.npz.*not a readable fastnn file"):
+        fnn.load(junk)
+
+    raw = checkpoint.read_bytes()
+    cut = tmp_path / "cut.npz"
+    cut.write_bytes(raw[: len(raw) // 2])
+    with pytest.raises(ValueError, match=r"cut\.npz"):
+        fnn.load(cut)
+
+    foreign = tmp_path / "foreign.npz"
+    np.savez(foreign, weights=np.ones(3))
+    with pytest.raises(ValueError, match=r"foreign\.npz.*not a fastnn checkpoint"):
+        fnn.load(foreign)
+
+    npy = tmp_path / "x.npy"
+    np.save(npy, np.ones(3))
+    with pytest.raises(ValueError, match="not a fastnn checkpoint"):
+        fnn.load(npy)
+
+    with pytest.raises(FileNotFoundError, match="missing"):
+        fnn.load(tmp_path / "missing.npz")
+
+
+def test_future_version_bad_meta_and_mismatched_arrays(tmp_path, checkpoint):
+    def meta_edit(edit):
+        def change(arrays):
+            meta = json.loads(str(arrays["__fastnn__"][()]))
+            edit(meta)
+            arrays["__fastnn__"] = np.array(json.dumps(meta))
+
+        return change
+
+    future = tmp_path / "future.npz"
+    _rewrite(checkpoint, future, meta_edit(lambda m: m.update(version=fio.FORMAT_VERSION + 1)))
+    with pytest.raises(ValueError, match=r"future\.npz.*version 2.*Upgrade"):
+        fnn.load(future)
+
+    unknown = tmp_path / "unknown.npz"
+    _rewrite(checkpoint, unknown, meta_edit(lambda m: m["model"]["layers"][1].update(type="Foo")))
+    with pytest.raises(ValueError, match="unknown layer type 'Foo'"):
+        fnn.load(unknown)
+
+    def bad_shape(arrays):
+        arrays["model/0/param0"] = np.zeros((2, 2), np.float32)
+
+    shape = tmp_path / "shape.npz"
+    _rewrite(checkpoint, shape, bad_shape)
+    with pytest.raises(ValueError, match=r"model/0/param0.*shape"):
+        fnn.load(shape)
+
+    missing = tmp_path / "missing_arr.npz"
+    _rewrite(checkpoint, missing, lambda a: a.pop("optimizer/0/exp_avg"))
+    model = fnn.load(missing)
+    with pytest.raises(ValueError, match="missing array 'optimizer/0/exp_avg'"):
+        fnn.load_optimizer(missing, model)
+
+    text = tmp_path / "text.npz"
+    _rewrite(checkpoint, text, lambda a: a.update(__fastnn__=np.array("{not json")))
+    with pytest.raises(ValueError, match="not valid JSON"):
+        fnn.load(text)
+
+
+def test_save_is_atomic(tmp_path, monkeypatch, checkpoint):
+    before = checkpoint.read_bytes()
+
+    def broken(f, **arrays):
+        f.write(b"partial data")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(np, "savez", broken)
+    with pytest.raises(OSError, match="disk full"):
+        fnn.save(checkpoint, model_of())
+    assert checkpoint.read_bytes() == before  # old checkpoint intact
+    assert os.listdir(tmp_path) == ["good.npz"]  # no temporary file left behind
+    assert zipfile.is_zipfile(checkpoint)
+
+
+def test_save_argument_errors(tmp_path):
+    with pytest.raises(TypeError, match="model"):
+        fnn.save(tmp_path / "x.npz", "model")
+    with pytest.raises(TypeError, match="optimizer"):
+        fnn.save(tmp_path / "x.npz", model_of(), optimizer=3)
