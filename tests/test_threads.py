@@ -1,0 +1,121 @@
+"""Calls from several Python threads at once (the kernels release the GIL), and thread control."""
+
+from concurrent.futures import ThreadPoolExecutor
+
+import numba
+import numpy as np
+import pytest
+from conftest import kernel
+from threadpoolctl import threadpool_info
+
+import fastnn as fnn
+
+
+def _model(dtype=np.float32):
+    return fnn.Sequential(
+        fnn.Linear(30, 200, seed=0, dtype=dtype),
+        fnn.ReLU(),
+        fnn.Linear(200, 64, seed=1, dtype=dtype),
+        fnn.Tanh(),
+        fnn.Linear(64, 5, seed=2, dtype=dtype),
+    )
+
+
+@pytest.fixture
+def restore_threads():
+    before = numba.get_num_threads()
+    yield
+    fnn.set_num_threads(before)
+
+
+def test_predict_from_four_threads():
+    model = _model()
+    rng = np.random.default_rng(0)
+    # different sizes: small ones take the serial kernels and compiled loops, big ones the
+    # parallel kernels and BLAS
+    inputs = [rng.standard_normal((n, 30)).astype(np.float32) for n in (1, 7, 300, 2000) * 3]
+    expected = [model.predict(X) for X in inputs]
+    with ThreadPoolExecutor(4) as pool:
+        for _ in range(3):
+            results = list(pool.map(model.predict, inputs))
+            for got, want in zip(results, expected, strict=True):
+                np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("build", ["serial", "parallel"])
+def test_kernels_from_four_threads(build):
+    rng = np.random.default_rng(1)
+    Zs = [rng.standard_normal((500, 40)) for _ in range(8)]
+    expected = []
+    for Z in Zs:
+        P = np.empty_like(Z)
+        kernel("softmax_forward", build)(Z, P)
+        expected.append(P)
+
+    def work(Z):
+        P = np.empty_like(Z)
+        for _ in range(20):
+            kernel("softmax_forward", build)(Z, P)
+        return P
+
+    with ThreadPoolExecutor(4) as pool:
+        for got, want in zip(pool.map(work, Zs), expected, strict=True):
+            np.testing.assert_array_equal(got, want)
+
+
+def _blas_limits():
+    return {(i["internal_api"], i["filepath"]): i["num_threads"] for i in threadpool_info()}
+
+
+def test_set_num_threads_sets_numba_and_blas(restore_threads):
+    fnn.set_num_threads(1)
+    assert numba.get_num_threads() == 1
+    assert fnn.get_num_threads() == 1
+    blas = [i for i in threadpool_info() if i["user_api"] == "blas"]
+    assert blas, "no BLAS library visible to threadpoolctl"
+    assert all(i["num_threads"] == 1 for i in blas), blas
+    n = min(2, numba.config.NUMBA_NUM_THREADS)
+    fnn.set_num_threads(n)
+    assert numba.get_num_threads() == n
+    assert all(i["num_threads"] == n for i in threadpool_info() if i["user_api"] == "blas")
+
+
+@pytest.mark.parametrize("bad", [0, -1, 2.5, True, "2", None])
+def test_set_num_threads_rejects_bad_values(bad, restore_threads):
+    before = (numba.get_num_threads(), _blas_limits())
+    with pytest.raises((TypeError, ValueError), match="n must be a positive integer"):
+        fnn.set_num_threads(bad)
+    assert (numba.get_num_threads(), _blas_limits()) == before
+
+
+def _train(threads):
+    fnn.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((600, 30))
+    y = (X[:, 0] + X[:, 1] > 0).astype(int) + (X[:, 2] > 1)
+    model = fnn.Sequential(
+        fnn.Linear(30, 300, seed=0, dtype=np.float64),
+        fnn.ReLU(),
+        fnn.Linear(300, 3, seed=1, dtype=np.float64),
+    )
+    opt = fnn.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    hist = model.fit(
+        X,
+        y,
+        loss=fnn.SoftmaxCrossEntropy(),
+        optimizer=opt,
+        epochs=2,
+        batch_size=200,
+        seed=0,
+        verbose=0,
+    )
+    return model._flat.data.copy(), hist.history["loss"]
+
+
+def test_one_thread_equals_two_threads(restore_threads):
+    """Batches of 200 x 300 hidden units take the parallel kernels and BLAS with 2 threads.
+    Only the order of summation may differ, so float64 results agree to ~1e-12."""
+    p1, l1 = _train(1)
+    p2, l2 = _train(2)
+    np.testing.assert_allclose(p2, p1, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(l2, l1, rtol=1e-9)
