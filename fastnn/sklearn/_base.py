@@ -493,7 +493,7 @@ def _sample_weight(sample_weight, n_samples, dtype):
     if sample_weight is None:
         return np.ones(n_samples, dtype=dtype)
     if isinstance(sample_weight, numbers.Number):
-        return np.full(n_samples, sample_weight, dtype=dtype)
+        sample_weight = np.full(n_samples, sample_weight, dtype=dtype)
     sw = np.asarray(sample_weight)
     if sw.dtype.kind not in "biuf":
         raise ValueError(f"sample_weight must be numeric, got dtype {sw.dtype}")
@@ -504,6 +504,8 @@ def _sample_weight(sample_weight, n_samples, dtype):
     sw = np.array(sw, dtype=dtype, order="C")  # a copy: the caller's array is never touched
     if not np.all(np.isfinite(sw)):
         raise ValueError("sample_weight contains NaN or inf; every weight must be finite")
+    if not np.any(sw != 0):
+        raise ValueError("Sample weights must contain at least one non-zero number.")
     return sw
 
 
