@@ -1,0 +1,86 @@
+"""Start-up cost: ``import fastnn`` and a first small fit, in a fresh interpreter.
+
+``timeraw_`` benchmarks time code run in a new Python process, so numba's in-process JIT never
+leaks in.  Two cases, apart from the steady-state benchmarks:
+
+- cold: ``NUMBA_CACHE_DIR`` points at an empty temporary folder, so every kernel the fit needs
+  is compiled (what the first run after installation costs);
+- warm: it points at a folder filled once by ``setup_cache`` (in its own process, running the
+  same code), so the kernels are loaded from disk (what every later process costs).
+
+Measured on the 2-core reference machine (float32, iris-sized fit): cold ~6.4 s, warm ~1.9 s,
+``import fastnn`` alone ~1.6 s.
+"""
+
+import os
+import subprocess
+import sys
+
+from .common import THREADS
+
+#: the untimed part: where numba caches (read by numba at import, so it is set before)
+_SETUP = """
+import os
+os.environ["NUMBA_CACHE_DIR"] = {cache_dir!r}
+"""
+
+#: the timed part: import, then a first fit of a small classifier (iris-sized, float32)
+_FIRST_FIT = f"""
+import numpy as np
+import fastnn as fnn
+fnn.set_num_threads({THREADS})
+rng = np.random.default_rng(0)
+X = rng.standard_normal((150, 4)).astype(np.float32)
+y = rng.integers(0, 3, 150)
+model = fnn.Sequential(fnn.Linear(4, 8, seed=0), fnn.ReLU(), fnn.Linear(8, 3, seed=1))
+opt = fnn.SGD(model.parameters(), lr=0.1, momentum=0.9)
+model.fit(X, y, loss=fnn.SoftmaxCrossEntropy(), optimizer=opt, epochs=1, batch_size=32,
+          verbose=0)
+"""
+
+
+class ImportAndFirstFit:
+    """``import fastnn`` plus a first one-epoch fit, with a cold and a warm kernel cache."""
+
+    params = (("cold", "warm"),)
+    param_names = ("cache",)
+    number = 1
+    rounds = 1
+    repeat = (2, 5, 30.0)
+    timeout = 600
+
+    def setup_cache(self):
+        # Runs once, in its own process, in a folder asv keeps for this benchmark's run: fill a
+        # numba cache there by running the timed code once in a child process.
+        warm_dir = os.path.abspath("numba_cache_warm")
+        os.makedirs(warm_dir, exist_ok=True)
+        code = _SETUP.format(cache_dir=warm_dir) + _FIRST_FIT
+        subprocess.run([sys.executable, "-c", code], check=True)
+        return warm_dir
+
+    def setup(self, warm_dir, cache):
+        if cache == "warm" and not os.path.isdir(warm_dir):
+            raise RuntimeError(f"the warm numba cache {warm_dir} is missing")
+
+    def timeraw_import_and_first_fit(self, warm_dir, cache):
+        if cache == "warm":
+            return _FIRST_FIT, _SETUP.format(cache_dir=warm_dir)
+        # a new empty folder per sample, beside the warm one in the folder asv removes after
+        # the run (each under 1 MB)
+        parent = os.path.dirname(warm_dir)
+        setup = "import tempfile\n" + _SETUP.replace(
+            "{cache_dir!r}", f"tempfile.mkdtemp(prefix='numba_cache_cold_', dir={parent!r})"
+        )
+        return _FIRST_FIT, setup
+
+
+class Import:
+    """``import fastnn`` alone (numba, SciPy's BLAS symbols, the kernel modules), cache warm."""
+
+    number = 1
+    rounds = 1
+    repeat = (2, 5, 20.0)
+    timeout = 300
+
+    def timeraw_import(self):
+        return "import fastnn"

@@ -1,0 +1,139 @@
+"""Training speed through the public API: one step by hand, and one epoch of ``fit``.
+
+Networks and batch sizes are :data:`common.NETWORKS` (784-100-10 @ 64 up to 784-1024x3-10 @ 512,
+and the iris net 4-6-8-10-3 @ 150).  The data is synthetic (Gaussian blobs, no download).  Every
+``setup`` runs the timed code once, so the JIT and the model's buffers are warm.
+"""
+
+from .common import (
+    DTYPES,
+    FIT_SAMPLES,
+    NETWORKS,
+    classification_data,
+    make_mlp,
+    make_optimizer,
+    set_threads,
+)
+
+
+class TrainingStep:
+    """``forward``, loss ``forward``, ``backward``, ``step``, ``zero_grad`` on one batch, by hand
+    through the layer API (what a user's own training loop costs per batch)."""
+
+    params = (list(NETWORKS), DTYPES, ("sgd", "adam"))
+    param_names = ("network", "dtype", "optimizer")
+    timeout = 180
+
+    def setup(self, network, dtype, optimizer):
+        import fastnn as fnn
+
+        set_threads()
+        sizes, batch = NETWORKS[network]
+        self.X, self.y = classification_data(batch, sizes[0], sizes[-1], dtype, seed=1)
+        self.model = make_mlp(sizes, dtype, seed=0)
+        self.loss = fnn.SoftmaxCrossEntropy()
+        self.opt = make_optimizer(self.model, optimizer)
+        self.time_step(network, dtype, optimizer)
+
+    def time_step(self, network, dtype, optimizer):
+        out = self.model.forward(self.X)
+        self.loss.forward(out, self.y)
+        self.model.backward(self.loss.backward())
+        self.opt.step()
+        self.opt.zero_grad()
+
+
+class Forward:
+    """Training-mode ``forward`` alone, and ``predict`` (inference, no state) on one batch."""
+
+    params = (list(NETWORKS), DTYPES)
+    param_names = ("network", "dtype")
+
+    def setup(self, network, dtype):
+        set_threads()
+        sizes, batch = NETWORKS[network]
+        self.X, _ = classification_data(batch, sizes[0], sizes[-1], dtype, seed=1)
+        self.model = make_mlp(sizes, dtype, seed=0)
+        self.model.forward(self.X)
+        self.model.predict(self.X)
+
+    def time_forward(self, network, dtype):
+        self.model.forward(self.X)
+
+    def time_predict(self, network, dtype):
+        self.model.predict(self.X)
+
+
+class FitEpoch:
+    """One epoch of ``Sequential.fit`` (shuffle, batch gather, steps, metrics) on synthetic data
+    of :data:`common.FIT_SAMPLES` rows."""
+
+    params = (list(NETWORKS), DTYPES, ("sgd", "adam"))
+    param_names = ("network", "dtype", "optimizer")
+    timeout = 300
+    number = 1
+    repeat = (1, 5, 20.0)
+
+    def setup(self, network, dtype, optimizer):
+        import fastnn as fnn
+
+        set_threads()
+        sizes, self.batch = NETWORKS[network]
+        self.X, self.y = classification_data(FIT_SAMPLES[network], sizes[0], sizes[-1], dtype)
+        self.model = make_mlp(sizes, dtype, seed=0)
+        self.loss = fnn.SoftmaxCrossEntropy()
+        self.opt = make_optimizer(self.model, optimizer)
+        self.time_fit_one_epoch(network, dtype, optimizer)
+
+    def time_fit_one_epoch(self, network, dtype, optimizer):
+        self.model.fit(
+            self.X,
+            self.y,
+            loss=self.loss,
+            optimizer=self.opt,
+            epochs=1,
+            batch_size=self.batch,
+            seed=0,
+            verbose=0,
+        )
+
+
+class FitThroughput:
+    """Training samples per second of a one-epoch fit (best of three epochs, after a warm-up
+    epoch), float32: the figure the README quotes.  Higher is better."""
+
+    params = (list(NETWORKS),)
+    param_names = ("network",)
+    unit = "samples/s"
+    timeout = 300
+
+    def setup(self, network):
+        import fastnn as fnn
+
+        set_threads()
+        sizes, self.batch = NETWORKS[network]
+        self.X, self.y = classification_data(FIT_SAMPLES[network], sizes[0], sizes[-1], "float32")
+        self.model = make_mlp(sizes, "float32", seed=0)
+        self.loss = fnn.SoftmaxCrossEntropy()
+        self.opt = make_optimizer(self.model, "sgd")
+        self._epoch()
+
+    def _epoch(self):
+        import time
+
+        t0 = time.perf_counter()
+        self.model.fit(
+            self.X,
+            self.y,
+            loss=self.loss,
+            optimizer=self.opt,
+            epochs=1,
+            batch_size=self.batch,
+            seed=0,
+            verbose=0,
+        )
+        return time.perf_counter() - t0
+
+    def track_samples_per_second(self, network):
+        best = min(self._epoch() for _ in range(3))
+        return float(self.X.shape[0] / best)
