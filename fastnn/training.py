@@ -197,6 +197,10 @@ class _Snapshot:
         self.optimizer.step_count = self.step_count
 
 
+#: bytes of a memory map checked (and, if its dtype differs, converted) at a time
+_CHUNK_BYTES = 8 << 20
+
+
 def _check_X_data(model, X, name):
     """``check_X`` for in-memory data; for a memory map, the same checks done chunk by chunk
     so that neither a converted copy nor the whole file is ever held in memory.  A memory map
@@ -205,8 +209,7 @@ def _check_X_data(model, X, name):
         return check_X(X, name, dtype=model.dtype, n_features=model.n_in)
     check_X(X[:1], name, dtype=model.dtype, n_features=model.n_in)  # dtype kind, features
     X = X.view(np.ndarray)
-    # 8 MB chunks: a scan of a 1.1 GB float32 file took about 1 s here, bounded by reading it.
-    rows = max(1, (8 << 20) // (X.shape[1] * 8))
+    rows = max(1, _CHUNK_BYTES // (X.shape[1] * X.itemsize))
     buf = None
     for start in range(0, X.shape[0], rows):
         chunk = X[start : start + rows]
