@@ -173,6 +173,16 @@ class EpochRunner:
         return total, correct, True
 
 
+def make_runner(model, X, y, labels, loss, optimizer, batch_size, sample_weight=None):
+    """The compiled fast path's runner when it applies (fastnn._fastpath), else EpochRunner."""
+    from ._fastpath import fast_runner
+
+    runner = fast_runner(model, X, y, labels, loss, optimizer, batch_size, sample_weight)
+    if runner is None:
+        runner = EpochRunner(model, X, y, labels, loss, optimizer, batch_size, sample_weight)
+    return runner
+
+
 class _Snapshot:
     """Copy of the parameters and optimizer state, restored when the loss diverges."""
 
@@ -384,7 +394,7 @@ def fit(
     history = History()
     # X may be a memory map of another dtype than the model's: runners gather and convert rows
     # per batch, so the file is never loaded whole.
-    runner = EpochRunner(model, X, y, labels, loss, optimizer, batch_size, sample_weight)
+    runner = make_runner(model, X, y, labels, loss, optimizer, batch_size, sample_weight)
     snapshot = _Snapshot(model, optimizer)
     show_bar = verbose == 1 and isatty(sys.stdout)
     model.stop_training = False
@@ -439,6 +449,15 @@ def fit(
                         raise KeyboardInterrupt
                     if model.stop_training:
                         break
+                if not _finite_parameters(model):
+                    # A step from a finite loss can still overflow the parameters; the next
+                    # epoch's snapshot would then keep them, so check before it is taken.
+                    snapshot.restore()
+                    raise TrainingDivergedError(
+                        f"the parameters became NaN or inf in epoch {epoch + 1}; the model "
+                        f"keeps the parameters from the end of epoch {epoch}. Try a smaller "
+                        "learning rate or standardise the inputs."
+                    )
                 seconds = time.perf_counter() - t0
                 if bar is not None:
                     bar.clear()
@@ -472,6 +491,11 @@ def fit(
             )
     cbs.end(logs)
     return history
+
+
+def _finite_parameters(model):
+    data = model._flat.data.reshape(1, -1)
+    return bool(pick(K.all_finite, K.all_finite_parallel, data.size)(data))
 
 
 def _print_epoch(epoch, epochs, logs, seconds):
