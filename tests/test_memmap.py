@@ -43,8 +43,10 @@ def test_memmap_fit_equals_in_memory_fit(tmp_path, file_dtype):
     m2, o2 = make(7, 3)
     X_mem = np.asarray(X, dtype=np.float32)  # what fit would convert to in memory
     h2 = fit(m2, o2, X_mem, y, validation_split=0.2)
-    np.testing.assert_array_equal(m1._flat.data, m2._flat.data)
-    assert h1.history["val_loss"] == pytest.approx(h2.history["val_loss"], rel=1e-6)
+    # Same batches and values; the two may run on different paths (the compiled fast path takes
+    # in-memory data of the model's dtype), which round differently in the last bit.
+    np.testing.assert_allclose(m1._flat.data, m2._flat.data, rtol=1e-5, atol=1e-6)
+    assert h1.history["val_loss"] == pytest.approx(h2.history["val_loss"], rel=1e-5)
     assert isinstance(X, np.memmap) and X.dtype == file_dtype  # the caller's array untouched
 
 
@@ -60,7 +62,7 @@ def test_memmap_validation_in_chunks(tmp_path, monkeypatch):
     monkeypatch.setattr(training, "_CHUNK_BYTES", 10 * 3 * 8, raising=False)
     Xm = np.load(path, mmap_mode="r")
     model, opt = make(3, 2)
-    with pytest.raises(ValueError, match=r"X contains NaN or inf \(in rows .*37"):
+    with pytest.raises(ValueError, match=r"X contains NaN or inf \(in rows 30\.\.39\)"):
         fit(model, opt, Xm, np.zeros(50, np.int64))
     with pytest.raises(ValueError, match="validation_data.0. contains NaN"):
         fit(model, opt, np.ones((4, 3)), np.zeros(4, np.int64), validation_data=(Xm, np.zeros(50)))
