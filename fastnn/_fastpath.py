@@ -1,0 +1,173 @@
+"""The compiled fit fast path: a whole chunk of training steps in one kernel call.
+
+``fast_runner`` returns a :class:`FastEpochRunner` when the model, loss and optimizer are ones
+the kernel ``fastnn.kernels.epoch.train_batches`` implements (a Sequential of dense stages,
+SoftmaxCrossEntropy on integer labels or MSELoss, SGD/Adam/AdamW over the model's whole
+parameter buffer), and None otherwise, so ``fit`` keeps the layer-by-layer runner for
+everything else.  Both runners have the same interface (``n_batches``, ``run``) and give the
+same parameters up to rounding.
+
+Set ``FASTNN_FASTPATH=0`` in the environment (or ``fastnn._fastpath.ENABLED = False``) to
+always use the layer-by-layer path, e.g. to compare the two.
+"""
+
+import os
+
+import numpy as np
+
+from fastnn.kernels import epoch as E
+
+from . import _threads
+
+ENABLED = os.environ.get("FASTNN_FASTPATH", "1") != "0"
+
+
+def _optimizer_kind(optimizer):
+    from .optim import SGD, Adam, AdamW
+
+    kind = type(optimizer)
+    if kind is SGD:
+        return E.OPT_SGD
+    if kind in (Adam, AdamW):
+        return E.OPT_ADAM
+    return None
+
+
+def _loss_kind(loss, y):
+    from .losses import MSELoss, SoftmaxCrossEntropy
+
+    kind = type(loss)
+    if kind is SoftmaxCrossEntropy and y.ndim == 1:
+        return E.LOSS_SOFTMAX_XENT
+    if kind is MSELoss and y.ndim == 2:
+        return E.LOSS_MSE
+    return None
+
+
+def _covers_model(model, optimizer):
+    """True when the optimizer updates exactly the model's flat buffer, in its order."""
+    flat = model._flat
+    if flat is None or len(optimizer._groups) != 1:
+        return False
+    params = model.parameters()
+    if len(optimizer.params) != len(params):
+        return False
+    if any(a is not b for a, b in zip(optimizer.params, params, strict=True)):
+        return False
+    data, grad = optimizer._groups[0]
+    same = (
+        data.size == flat.data.size
+        and grad.size == flat.grad.size
+        and data.__array_interface__["data"][0] == flat.data.__array_interface__["data"][0]
+        and grad.__array_interface__["data"][0] == flat.grad.__array_interface__["data"][0]
+    )
+    # every Parameter must still be a view of the flat buffer (``.data`` not rebound)
+    return same and type(flat).slice_of(params) is not None
+
+
+def fast_runner(model, X, y, labels, loss, optimizer, batch_size, sample_weight=None):
+    """A FastEpochRunner for this fit, or None when the fast path does not apply (then
+    ``fit`` uses the layer-by-layer EpochRunner)."""
+    if not ENABLED or not getattr(model, "_dense_only", False) or not model._stages:
+        return None
+    if sample_weight is not None or model.dtype not in (np.float32, np.float64):
+        return None
+    # X of another dtype (a memory map converted per batch) stays on the layer path
+    if not isinstance(X, np.ndarray) or X.dtype != model.dtype or not X.flags.c_contiguous:
+        return None
+    loss_kind = _loss_kind(loss, y)
+    opt_kind = _optimizer_kind(optimizer)
+    if loss_kind is None or opt_kind is None or not _covers_model(model, optimizer):
+        return None
+    return FastEpochRunner(model, X, y, loss_kind, optimizer, opt_kind, batch_size)
+
+
+class FastEpochRunner:
+    """Runs batches through ``train_batches``: ``run(order, first, last)`` trains on batches
+    ``first..last-1`` (any sub-range) and returns (sum of per-sample losses, number of correct
+    predictions, finite), like :class:`fastnn.training.EpochRunner`."""
+
+    def __init__(self, model, X, y, loss_kind, optimizer, opt_kind, batch_size):
+        self.model, self.X, self.optimizer = model, X, optimizer
+        self.loss_kind, self.opt_kind, self.batch_size = loss_kind, opt_kind, batch_size
+        dtype = model.dtype
+        n = X.shape[0]
+        self.n_batches = -(-n // batch_size)
+        if loss_kind == E.LOSS_SOFTMAX_XENT:
+            self.y = y
+            self.T = np.zeros((1, 1), dtype)
+        else:
+            self.y = np.zeros(1, np.int64)
+            self.T = y
+        stages = model._stages
+        flat = model._flat
+        offsets = {id(p): p._flat[1] for p in flat.params}
+        sizes = [stages[0].linear.n_in] + [s.linear.n_out for s in stages]
+        self.sizes = np.array(sizes, np.int64)
+        self.w_off = np.array([offsets[id(s.linear.weight)] for s in stages], np.int64)
+        self.b_off = np.array(
+            [offsets[id(s.linear.bias)] if s.linear.bias is not None else -1 for s in stages],
+            np.int64,
+        )
+        self.codes = np.array([s.code for s in stages], np.int64)
+        self.alphas = np.array([s.alpha for s in stages], np.float64)
+        layout, total = E.workspace_layout(sizes, batch_size, n)
+        self.layout = np.array(layout, np.int64)
+        self.work = np.empty(total, dtype)
+        self.hyper = np.zeros(E.N_HYPER, np.float64)
+        self.stats = np.zeros(E.N_STATS, np.float64)
+        self.params, self.grads = flat.data, flat.grad
+        state = optimizer.state[0]
+        if opt_kind == E.OPT_SGD:
+            self.state1 = state["momentum_buffer"]
+            self.state2 = self.state1
+        else:
+            self.state1, self.state2 = state["exp_avg"], state["exp_avg_sq"]
+
+    def _read_hyper(self):
+        """Hyper-parameters as the optimizer holds them now (schedules change ``lr``)."""
+        opt, h = self.optimizer, self.hyper
+        h[E.H_LR] = opt.lr
+        h[E.H_WEIGHT_DECAY] = opt.weight_decay
+        if self.opt_kind == E.OPT_SGD:
+            h[E.H_MOMENTUM] = opt.momentum
+            h[E.H_DAMPENING] = opt.dampening
+            h[E.H_NESTEROV] = float(opt.nesterov)
+        else:
+            h[E.H_BETA1], h[E.H_BETA2] = opt.betas
+            h[E.H_EPS] = opt.eps
+            h[E.H_DECOUPLED] = float(opt.decoupled)
+
+    def run(self, order, first, last):
+        self._read_hyper()
+        opt = self.optimizer
+        E.train_batches(
+            self.X,
+            self.y,
+            self.T,
+            order,
+            first,
+            last,
+            self.batch_size,
+            self.sizes,
+            self.w_off,
+            self.b_off,
+            self.codes,
+            self.alphas,
+            self.loss_kind,
+            self.opt_kind,
+            self.hyper,
+            opt.step_count,
+            _threads.PARALLEL_MIN_WORK,
+            _threads.get_num_threads(),
+            self.params,
+            self.grads,
+            self.state1,
+            self.state2,
+            self.layout,
+            self.work,
+            self.stats,
+        )
+        opt.step_count += int(self.stats[E.S_STEPS])
+        finite = self.stats[E.S_FINITE] != 0
+        return float(self.stats[E.S_LOSS]), int(self.stats[E.S_CORRECT]), bool(finite)

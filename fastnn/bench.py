@@ -1,0 +1,636 @@
+"""``python -m fastnn bench``: one training epoch of fastnn against its peers, interleaved.
+
+For every network shape the bench builds the same multilayer perceptron (ReLU hidden layers,
+softmax cross-entropy on integer labels, plain SGD) in each contender and times one epoch over
+the same synthetic data (standard normal X, uniform random labels; nothing is downloaded):
+
+- ``fastnn``: ``Sequential.fit(..., epochs=1)``, validation and all;
+- ``numpy``: a vectorised NumPy reference with preallocated buffers (:class:`NumpyMLP`);
+- ``torch``: PyTorch on the CPU, the usual zero_grad / forward / loss / backward / step loop;
+- ``sklearn``: ``MLPClassifier.partial_fit`` (one pass of mini-batch SGD);
+- ``floor``: "GEMMs alone", only the matrix products a training step must do, through NumPy's
+  BLAS into preallocated outputs: per layer the forward ``X @ W``, the weight gradient
+  ``X.T @ dZ`` and the input gradient ``dZ @ W.T`` (not for the first layer, whose input
+  gradient no trainer computes).  No optimiser does less arithmetic than this.
+
+Rounds are interleaved (floor, fastnn, numpy, torch, sklearn, floor, fastnn, ...) so that load
+from other processes hits every contender alike; each figure is the median over the rounds.
+Every contender runs with the same thread count (numba, every BLAS pool threadpoolctl sees,
+and torch).  The predict table times ``Sequential.predict`` on 100 000 rows against a torch
+forward under ``torch.inference_mode()``; the start-up line times, in a fresh process, the
+first epoch of a small fit after ``import fastnn`` (kernel cache warm).
+"""
+
+import argparse
+import gc
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+
+DEFAULT_SHAPES = (
+    "784-100-10@64",
+    "784-512-512-10@256",
+    "784-1024-1024-1024-10@512",
+    "4-6-8-10-3@150",
+    "4-6-8-10-3@16",
+)
+PEERS = ("floor", "fastnn", "numpy", "torch", "sklearn")
+LEARNING_RATE = 0.01
+#: a default epoch is sized so the floor takes about this long (the peers take up to ~40x more)
+TARGET_FLOOR_SECONDS = 0.05
+#: predict runs by default only where one forward pass over the rows is at most this many FLOPs
+PREDICT_DEFAULT_MAX_FLOPS = 2e11
+
+
+# -- shapes and data ---------------------------------------------------------------------------
+def parse_shape(text, default_batch):
+    """``"784-100-10@64"`` -> ((784, 100, 10), 64); without ``@`` the batch is ``default_batch``."""
+    arch, _, batch = text.partition("@")
+    try:
+        sizes = tuple(int(s) for s in arch.split("-"))
+        batch = int(batch) if batch else default_batch
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"shape must look like 784-100-10 or 784-100-10@64, got {text!r}"
+        ) from None
+    if len(sizes) < 2 or min(sizes) < 1 or batch < 1:
+        raise argparse.ArgumentTypeError(
+            f"shape needs at least two positive layer sizes and a positive batch, got {text!r}"
+        )
+    if sizes[-1] < 2:
+        raise argparse.ArgumentTypeError(f"the output layer needs >= 2 classes, got {text!r}")
+    return sizes, batch
+
+
+def shape_name(sizes, batch=None):
+    arch = "-".join(map(str, sizes))
+    return arch if batch is None else f"{arch}@{batch}"
+
+
+def step_flops(sizes, batch):
+    """Multiply-adds x 2 of the products one training step needs (the floor's work)."""
+    pairs = list(zip(sizes[:-1], sizes[1:], strict=True))
+    fwd = sum(a * b for a, b in pairs)
+    dx = sum(a * b for a, b in pairs[1:])
+    return 2 * batch * (2 * fwd + dx)
+
+
+def default_samples(sizes, batch):
+    """Rows per epoch so that the floor takes about TARGET_FLOOR_SECONDS (whole batches, at
+    least 6 of them).  Assumes ~60 GFLOP/s for BLAS and ~1.5 us per product call."""
+    n_products = 3 * (len(sizes) - 1) - 1
+    per_batch = step_flops(sizes, batch) / 60e9 + 1.5e-6 * n_products
+    n_batches = int(np.clip(round(TARGET_FLOOR_SECONDS / per_batch), 6, 20000))
+    return n_batches * batch
+
+
+def make_data(sizes, n, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, sizes[0]), dtype=np.float64).astype(dtype)
+    y = rng.integers(0, sizes[-1], n).astype(np.int64)
+    return X, y
+
+
+def he_weights(sizes, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    return [
+        (rng.standard_normal((a, b)) * np.sqrt(2.0 / a)).astype(dtype)
+        for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+    ]
+
+
+# -- contenders: each is a factory returning a zero-argument "one epoch" callable ---------------
+def make_fastnn(sizes, batch, X, y, dtype):
+    import fastnn as fnn
+
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(fnn.Linear(a, b, dtype=dtype, seed=i))
+        if i < len(sizes) - 2:
+            layers.append(fnn.ReLU())
+    model = fnn.Sequential(*layers)
+    loss = fnn.SoftmaxCrossEntropy()
+    opt = fnn.SGD(model.parameters(), lr=LEARNING_RATE)
+
+    def epoch():
+        model.fit(X, y, loss=loss, optimizer=opt, epochs=1, batch_size=batch, verbose=0)
+
+    return epoch
+
+
+class NumpyMLP:
+    """The vectorised NumPy reference: a ReLU MLP trained with softmax cross-entropy and SGD.
+
+    Every array a step writes is allocated once per batch size and reused (``out=``
+    arguments); what remains per step is NumPy's per-call overhead and the few temporaries
+    NumPy itself makes (row reductions).  Weights are (n_in, n_out), as in ``X @ W + b``.
+    """
+
+    def __init__(self, sizes, dtype, lr=LEARNING_RATE, seed=0):
+        self.W = he_weights(sizes, dtype, seed)
+        self.b = [np.zeros(W.shape[1], dtype) for W in self.W]
+        self.dW = [np.empty_like(W) for W in self.W]
+        self.db = [np.empty_like(b) for b in self.b]
+        self.lr = dtype(lr)
+        self.dtype = dtype
+        self.rng = np.random.default_rng(seed)
+        self._buffers = {}
+
+    def _buffers_for(self, m):
+        buf = self._buffers.get(m)
+        if buf is None:
+            dt = self.dtype
+            buf = {
+                "X": np.empty((m, self.W[0].shape[0]), dt),
+                "y": np.empty(m, np.int64),
+                "A": [np.empty((m, W.shape[1]), dt) for W in self.W],
+                "dA": [np.empty((m, W.shape[0]), dt) for W in self.W],
+                "mask": [np.empty((m, W.shape[0]), bool) for W in self.W],
+                "rowmax": np.empty((m, 1), dt),
+                "rowsum": np.empty((m, 1), dt),
+                "rows": np.arange(m),
+            }
+            self._buffers[m] = buf
+        return buf
+
+    def step(self, Xb, yb, buf):
+        W, b, dW, db, A = self.W, self.b, self.dW, self.db, buf["A"]
+        L = len(W)
+        h = Xb
+        for k in range(L):
+            np.matmul(h, W[k], out=A[k])
+            A[k] += b[k]
+            if k < L - 1:
+                np.maximum(A[k], 0, out=A[k])
+            h = A[k]
+        # softmax cross-entropy on the logits, gradient of the mean written over them
+        Z, m = A[-1], Xb.shape[0]
+        np.max(Z, axis=1, keepdims=True, out=buf["rowmax"])
+        Z -= buf["rowmax"]
+        np.exp(Z, out=Z)
+        np.sum(Z, axis=1, keepdims=True, out=buf["rowsum"])
+        Z /= buf["rowsum"]
+        loss = -np.mean(np.log(Z[buf["rows"], yb]))
+        Z[buf["rows"], yb] -= 1
+        Z *= self.dtype(1.0 / m)
+        dZ = Z
+        for k in range(L - 1, -1, -1):
+            inp = Xb if k == 0 else A[k - 1]
+            np.matmul(inp.T, dZ, out=dW[k])
+            np.sum(dZ, axis=0, out=db[k])
+            if k > 0:
+                dA = buf["dA"][k]
+                np.matmul(dZ, W[k].T, out=dA)
+                np.greater(inp, 0, out=buf["mask"][k])
+                np.multiply(dA, buf["mask"][k], out=dA)
+                dZ = dA
+        for k in range(L):
+            dW[k] *= self.lr
+            W[k] -= dW[k]
+            db[k] *= self.lr
+            b[k] -= db[k]
+        return loss
+
+    def epoch(self, X, y, batch):
+        n = X.shape[0]
+        order = self.rng.permutation(n)
+        total = 0.0
+        for start in range(0, n, batch):
+            idx = order[start : start + batch]
+            buf = self._buffers_for(idx.shape[0])
+            np.take(X, idx, axis=0, out=buf["X"])
+            np.take(y, idx, out=buf["y"])
+            total += self.step(buf["X"], buf["y"], buf) * idx.shape[0]
+        return total / n
+
+
+def make_numpy(sizes, batch, X, y, dtype):
+    net = NumpyMLP(sizes, np.dtype(dtype).type)
+    return lambda: net.epoch(X, y, batch)
+
+
+def make_torch(sizes, batch, X, y, dtype):
+    import torch
+
+    torch.manual_seed(0)
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(torch.nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(torch.nn.ReLU())
+    tdtype = torch.float32 if np.dtype(dtype) == np.float32 else torch.float64
+    model = torch.nn.Sequential(*layers).to(tdtype)
+    opt = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE)
+    loss_fn = torch.nn.CrossEntropyLoss()
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    n = X.shape[0]
+
+    def epoch():
+        order = torch.randperm(n)
+        for start in range(0, n, batch):
+            idx = order[start : start + batch]
+            xb, yb = Xt[idx], yt[idx]
+            opt.zero_grad()
+            loss = loss_fn(model(xb), yb)
+            loss.backward()
+            opt.step()
+
+    return epoch
+
+
+def make_sklearn(sizes, batch, X, y, dtype):
+    from sklearn.neural_network import MLPClassifier
+
+    clf = MLPClassifier(
+        hidden_layer_sizes=sizes[1:-1],
+        activation="relu",
+        solver="sgd",
+        alpha=0.0,
+        batch_size=batch,
+        learning_rate_init=LEARNING_RATE,
+        momentum=0.0,
+        nesterovs_momentum=False,
+        shuffle=True,
+        random_state=0,
+    )
+    classes = np.arange(sizes[-1])
+
+    def epoch():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            clf.partial_fit(X, y, classes=classes)
+
+    return epoch
+
+
+def make_floor(sizes, batch, X, y, dtype):
+    """The matrix products of every training step and nothing else (NumPy's BLAS, out=)."""
+    rng = np.random.default_rng(1)
+    Ws = he_weights(sizes, dtype)
+    n = X.shape[0]
+    spans = [(s, min(s + batch, n)) for s in range(0, n, batch)]
+    sets = {}
+    for m in {stop - start for start, stop in spans}:
+        sets[m] = (
+            [np.empty((m, W.shape[1]), dtype) for W in Ws],
+            [rng.standard_normal((m, W.shape[1])).astype(dtype) for W in Ws],
+            [np.empty((m, W.shape[0]), dtype) for W in Ws],
+        )
+    dWs = [np.empty_like(W) for W in Ws]
+
+    def epoch():
+        for start, stop in spans:
+            Z, dZ, dX = sets[stop - start]
+            h = X[start:stop]
+            for k, W in enumerate(Ws):
+                np.matmul(h, W, out=Z[k])
+                h = Z[k]
+            for k in range(len(Ws) - 1, -1, -1):
+                inp = X[start:stop] if k == 0 else Z[k - 1]
+                np.matmul(inp.T, dZ[k], out=dWs[k])
+                if k > 0:
+                    np.matmul(dZ[k], Ws[k].T, out=dX[k])
+
+    return epoch
+
+
+FACTORIES = {
+    "floor": make_floor,
+    "fastnn": make_fastnn,
+    "numpy": make_numpy,
+    "torch": make_torch,
+    "sklearn": make_sklearn,
+}
+
+
+# -- timing ------------------------------------------------------------------------------------
+def interleaved(runs, repeats, warmup=1):
+    """Median seconds of each callable in ``runs`` (a dict), timed in interleaved rounds.
+
+    Each callable runs ``warmup`` untimed times first (compilation, caches, thread pools).
+    The garbage collector is off while a call is timed.
+    """
+    for fn in runs.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            gc.collect()
+            gc.disable()
+            try:
+                t0 = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - t0)
+            finally:
+                gc.enable()
+    return {name: statistics.median(ts) for name, ts in times.items()}, times
+
+
+def set_threads(threads):
+    """Same thread count for numba, every BLAS pool (threadpoolctl) and torch."""
+    import fastnn as fnn
+
+    try:
+        import torch
+
+        torch.set_num_threads(threads)
+    except ImportError:
+        pass
+    fnn.set_num_threads(threads)
+
+
+def available_peers(wanted):
+    peers = []
+    for name in wanted:
+        if name == "torch":
+            try:
+                import torch  # noqa: F401
+            except ImportError:
+                print("torch is not installed: its column is left out", file=sys.stderr)
+                continue
+        peers.append(name)
+    return peers
+
+
+def _fmt_time(seconds):
+    if seconds >= 1:
+        return f"{seconds:8.3f} s "
+    if seconds >= 1e-3:
+        return f"{seconds * 1e3:8.2f} ms"
+    return f"{seconds * 1e6:8.1f} us"
+
+
+def bench_training(args, peers):
+    rows = []
+    for text in args.shapes:
+        sizes, batch = parse_shape(text, args.batch_size)
+        n = args.samples or default_samples(sizes, batch)
+        X, y = make_data(sizes, n, args.dtype)
+        runs = {name: FACTORIES[name](sizes, batch, X, y, args.dtype) for name in peers}
+        med, _ = interleaved(runs, args.repeats)
+        floor = med.get("floor")
+        print(
+            f"\n{shape_name(sizes, batch)}: {n} samples ({-(-n // batch)} batches), "
+            f"{args.dtype}, {args.threads} threads, median of {args.repeats}"
+        )
+        print(f"  {'':10} {'epoch':>11}  {'/ floor':>8}  {'fastnn speed-up':>15}")
+        for name in peers:
+            ratio = f"{med[name] / floor:7.2f}x" if floor else "       -"
+            speedup = (
+                f"{med[name] / med['fastnn']:14.2f}x"
+                if "fastnn" in med and name not in ("fastnn", "floor")
+                else " " * 15
+            )
+            print(f"  {name:10} {_fmt_time(med[name])}  {ratio}  {speedup}")
+        rows.append((shape_name(sizes, batch), n, med))
+    return rows
+
+
+def print_summary(rows, peers, markdown):
+    """One line per shape: each contender's epoch time over the floor, then fastnn's speed-up."""
+    others = [p for p in peers if p not in ("floor", "fastnn")]
+    head = ["shape", "samples"]
+    if "floor" in peers:
+        head += ["floor"] + [f"{p} / floor" for p in peers if p != "floor"]
+    if "fastnn" in peers:
+        head += [f"vs {p}" for p in others]
+    lines = []
+    for name, n, med in rows:
+        cells = [name, str(n)]
+        if "floor" in peers:
+            cells.append(_fmt_time(med["floor"]).strip())
+            cells += [f"{med[p] / med['floor']:.2f}x" for p in peers if p != "floor"]
+        if "fastnn" in peers:
+            cells += [f"{med[p] / med['fastnn']:.1f}x" for p in others]
+        lines.append(cells)
+    print("\nsummary: epoch time / floor, and fastnn's speed-up over each peer (vs ...)")
+    _print_table(head, lines, markdown)
+
+
+def _print_table(head, lines, markdown):
+    widths = [max(len(h), *(len(r[i]) for r in lines)) for i, h in enumerate(head)]
+    if markdown:
+        print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |")
+        print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+        for r in lines:
+            print("| " + " | ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) + " |")
+    else:
+        print("  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True)))
+        for r in lines:
+            print("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)))
+
+
+# -- inference ---------------------------------------------------------------------------------
+def bench_predict(args, peers, force):
+    import fastnn as fnn
+
+    archs = []
+    for text in args.shapes:
+        sizes, _ = parse_shape(text, args.batch_size)
+        if sizes not in archs:
+            archs.append(sizes)
+    lines = []
+    for sizes in archs:
+        pairs = zip(sizes[:-1], sizes[1:], strict=True)
+        flops = 2 * args.predict_rows * sum(a * b for a, b in pairs)
+        if not force and flops > PREDICT_DEFAULT_MAX_FLOPS:
+            print(f"predict {shape_name(sizes)}: skipped by default (run with --predict)")
+            continue
+        X, _ = make_data(sizes, args.predict_rows, args.dtype, seed=2)
+        layers = []
+        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+            layers.append(fnn.Linear(a, b, dtype=args.dtype, seed=i))
+            if i < len(sizes) - 2:
+                layers.append(fnn.ReLU())
+        model = fnn.Sequential(*layers)
+        runs = {"fastnn": lambda model=model, X=X: model.predict(X)}
+        if "torch" in peers:
+            import torch
+
+            tlayers = []
+            for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+                tlayers.append(torch.nn.Linear(a, b))
+                if i < len(sizes) - 2:
+                    tlayers.append(torch.nn.ReLU())
+            tdtype = torch.float32 if np.dtype(args.dtype) == np.float32 else torch.float64
+            tmodel = torch.nn.Sequential(*tlayers).to(tdtype)
+            Xt = torch.from_numpy(X)
+
+            def torch_predict(tmodel=tmodel, Xt=Xt):
+                with torch.inference_mode():
+                    return tmodel(Xt)
+
+            runs["torch"] = torch_predict
+        med, _ = interleaved(runs, args.repeats)
+        cells = [shape_name(sizes), str(args.predict_rows), _fmt_time(med["fastnn"]).strip()]
+        if "torch" in med:
+            cells += [_fmt_time(med["torch"]).strip(), f"{med['torch'] / med['fastnn']:.2f}x"]
+        else:
+            cells += ["-", "-"]
+        lines.append(cells)
+    if lines:
+        print(f"\npredict: median of {args.repeats}, {args.threads} threads")
+        head = ["network", "rows", "fastnn", "torch", "fastnn speed-up"]
+        _print_table(head, lines, args.markdown)
+
+
+# -- start-up ----------------------------------------------------------------------------------
+_STARTUP_CODE = """
+import time
+t0 = time.perf_counter()
+import numpy as np
+import fastnn as fnn
+t1 = time.perf_counter()
+fnn.set_num_threads({threads})
+rng = np.random.default_rng(0)
+X = rng.standard_normal((4096, 784)).astype(np.float32)
+y = rng.integers(0, 10, 4096)
+model = fnn.Sequential(fnn.Linear(784, 100), fnn.ReLU(), fnn.Linear(100, 10))
+t2 = time.perf_counter()
+model.fit(X, y, loss=fnn.SoftmaxCrossEntropy(), optimizer=fnn.SGD(model.parameters(), lr=0.01),
+          epochs=1, batch_size=64, verbose=0)
+t3 = time.perf_counter()
+print(t1 - t0, t3 - t1, t3 - t2)
+"""
+
+
+def bench_startup(threads):
+    """Fresh processes: seconds for ``import fastnn`` and from there to the end of a first small
+    epoch (784-100-10, 4096 rows).  The first process fills the kernel cache if it is cold."""
+    code = _STARTUP_CODE.format(threads=threads)
+    out = None
+    for _ in range(2):
+        res = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=False
+        )
+        if res.returncode != 0:
+            print(f"\nstart-up: the child process failed:\n{res.stderr}")
+            return None
+        out = [float(v) for v in res.stdout.split()]
+    print(
+        f"\nstart-up (fresh process, warm kernel cache): import fastnn {out[0]:.2f} s; "
+        f"then model + first epoch of 784-100-10@64 on 4096 rows {out[1]:.2f} s"
+    )
+    return out
+
+
+# -- command line ------------------------------------------------------------------------------
+def add_parser(subparsers):
+    p = subparsers.add_parser(
+        "bench",
+        help="time one training epoch of fastnn against NumPy, PyTorch and scikit-learn",
+        description=__doc__.split("\n\n")[0]
+        + " Each shape is LAYERS@BATCH, e.g. 784-100-10@64; the table gives the median epoch "
+        "time, its ratio to the floor (the matrix products alone) and fastnn's speed-up over "
+        "each peer.",
+    )
+    p.add_argument(
+        "--shapes",
+        nargs="+",
+        default=list(DEFAULT_SHAPES),
+        metavar="SHAPE",
+        help="networks as sizes joined by '-', optionally '@batch' (default: the five "
+        "reference shapes " + " ".join(DEFAULT_SHAPES) + ")",
+    )
+    p.add_argument(
+        "--batch-size", type=int, default=64, help="batch for shapes without @ (default: 64)"
+    )
+    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument("--threads", type=int, default=2, help="threads for everyone (default: 2)")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved rounds (default: 5)")
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=None,
+        help="rows of synthetic data per epoch (default: per shape, so that the floor takes "
+        f"about {TARGET_FLOOR_SECONDS} s)",
+    )
+    p.add_argument(
+        "--peers",
+        nargs="+",
+        default=list(PEERS),
+        choices=PEERS,
+        help="contenders to time (default: all; torch is left out when not installed)",
+    )
+    p.add_argument(
+        "--predict",
+        action="store_true",
+        help="only the predict table, for every shape (the default output includes it for the "
+        "smaller networks)",
+    )
+    p.add_argument("--no-predict", action="store_true", help="leave out the predict table")
+    p.add_argument(
+        "--predict-rows", type=int, default=100_000, help="rows for predict (default: 100000)"
+    )
+    p.add_argument("--no-startup", action="store_true", help="leave out the start-up timing")
+    p.add_argument("--markdown", action="store_true", help="summary tables in Markdown")
+    return p
+
+
+def _machine_line(threads):
+    import platform
+
+    import numba
+    import scipy
+
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    import os
+
+    parts = [
+        model,
+        f"{os.cpu_count()} cores",
+        f"{threads} threads",
+        f"numpy {np.__version__}",
+        f"scipy {scipy.__version__}",
+        f"numba {numba.__version__}",
+    ]
+    try:
+        import torch
+
+        parts.append(f"torch {torch.__version__}")
+    except ImportError:
+        pass
+    import sklearn
+
+    parts.append(f"scikit-learn {sklearn.__version__}")
+    return ", ".join(parts)
+
+
+def run(args):
+    for name in ("threads", "repeats", "batch_size", "predict_rows"):
+        if getattr(args, name) < 1:
+            print(f"--{name.replace('_', '-')} must be positive", file=sys.stderr)
+            return 2
+    if args.samples is not None and args.samples < 1:
+        print("--samples must be positive", file=sys.stderr)
+        return 2
+    try:
+        for text in args.shapes:
+            parse_shape(text, args.batch_size)
+    except argparse.ArgumentTypeError as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    peers = [p for p in PEERS if p in available_peers(args.peers)]
+    set_threads(args.threads)
+    print(_machine_line(args.threads))
+    if not args.predict:
+        rows = bench_training(args, peers)
+        print_summary(rows, peers, args.markdown)
+    if not args.no_predict and "fastnn" in peers:
+        bench_predict(args, peers, force=args.predict)
+    if not args.no_startup and not args.predict:
+        bench_startup(args.threads)
+    return 0
