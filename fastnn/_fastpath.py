@@ -37,6 +37,8 @@ def _loss_kind(loss, y):
     from .losses import MSELoss, SoftmaxCrossEntropy
 
     kind = type(loss)
+    if getattr(loss, "weight", None) is not None or getattr(loss, "label_smoothing", 0.0):
+        return None  # class weights and label smoothing run the *_weighted loss kernels
     if kind is SoftmaxCrossEntropy and y.ndim == 1:
         return E.LOSS_SOFTMAX_XENT
     if kind is MSELoss and y.ndim == 2:
@@ -72,6 +74,8 @@ def fast_runner(model, X, y, labels, loss, optimizer, batch_size, sample_weight=
         return None
     if sample_weight is not None or model.dtype not in (np.float32, np.float64):
         return None
+    if getattr(optimizer, "max_grad_norm", None) is not None:
+        return None  # gradient clipping needs the global norm before each update
     # X of another dtype (a memory map converted per batch) stays on the layer path
     if not isinstance(X, np.ndarray) or X.dtype != model.dtype or not X.flags.c_contiguous:
         return None
