@@ -1,0 +1,296 @@
+"""The compiled fit fast path (kernels/epoch.py, fastnn/_fastpath.py).
+
+Three layers of checks: the pass kernels of kernels/epoch.py against plain-NumPy references;
+``fit`` through the fast path against ``fit`` through the layer-by-layer path (same
+parameters, optimizer state, losses and accuracies, for several architectures, both dtypes,
+every optimizer, a last partial batch); and one epoch of the fast path against a NumPy
+training loop written here, independent of every fastnn kernel.
+"""
+
+import numpy as np
+import pytest
+from conftest import assert_close
+from fastnn.kernels import epoch as E
+from reference import activation, dense_forward, one_hot
+
+import fastnn as fnn
+from fastnn import _fastpath, _threads
+from fastnn.training import EpochRunner, make_runner
+
+RELU, TANH, LEAKY, SIGMOID, IDENT = 1, 4, 2, 3, 0
+
+
+@pytest.fixture(params=["serial", "parallel"])
+def par_min(request, monkeypatch):
+    """PARALLEL_MIN_WORK for the fast path: 0 sends every pass to its parallel build."""
+    value = 1 << 40 if request.param == "serial" else 0
+    monkeypatch.setattr(_threads, "PARALLEL_MIN_WORK", value)
+    return value
+
+
+def _deriv_from_output(A, code, alpha):
+    if code == RELU:
+        return (A > 0).astype(np.float64)
+    if code == LEAKY:
+        return np.where(A > 0, 1.0, alpha)
+    if code == SIGMOID:
+        return A * (1 - A)
+    if code == TANH:
+        return 1 - A * A
+    return np.ones_like(A)
+
+
+# -- the pass kernels ----------------------------------------------------------------------------
+@pytest.mark.parametrize("shape", [(1, 5), (7, 1), (9, 70)])
+@pytest.mark.parametrize("parallel", [False, True])
+def test_gather_batch(dtype, rng, shape, parallel):
+    X = rng.standard_normal((shape[0] + 4, shape[1])).astype(dtype)
+    order = rng.permutation(X.shape[0]).astype(np.int64)
+    xb = np.empty(shape, dtype)
+    (E.gather_batch_parallel if parallel else E.gather_batch)(X, order, 3, xb)
+    np.testing.assert_array_equal(xb, X[order[3 : 3 + shape[0]]])
+
+
+@pytest.mark.parametrize("shape", [(1, 3), (5, 1), (6, 70)])
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("code", [RELU, TANH])
+def test_bias_act(dtype, rng, shape, parallel, code):
+    A = rng.standard_normal(shape).astype(dtype)
+    b = rng.standard_normal(shape[1]).astype(dtype)
+    expected = activation(A.astype(np.float64) + b, code)
+    (E.bias_act_parallel if parallel else E.bias_act)(A, b, code, dtype.type(0.0))
+    assert_close(A, expected, dtype)
+
+
+@pytest.mark.parametrize("shape", [(1, 3), (5, 1), (6, 70), (3, 129)])
+@pytest.mark.parametrize("parallel", [False, True])
+@pytest.mark.parametrize("code", [RELU, LEAKY, SIGMOID])
+def test_mask_colsum(dtype, rng, shape, parallel, code):
+    G = rng.standard_normal(shape).astype(dtype)
+    A = rng.uniform(-1, 1, shape).astype(dtype)
+    if code == SIGMOID:
+        A = np.abs(A)
+    d = G.astype(np.float64) * _deriv_from_output(A.astype(np.float64), code, 0.1)
+    dZ = np.empty(shape, dtype)
+    db = np.full(shape[1] + 2, 7.0, dtype)  # longer than needed: the tail must be left alone
+    kern = E.mask_colsum_parallel if parallel else E.mask_colsum
+    kern(G, A, code, dtype.type(0.1), dZ, db)
+    assert_close(dZ, d, dtype)
+    assert_close(db[: shape[1]], d.sum(axis=0), dtype, scale=shape[0])
+    assert np.all(db[shape[1] :] == 7.0)
+    kern(G, A, code, dtype.type(0.1), G, db)  # in place
+    assert_close(G, d, dtype)
+
+
+@pytest.mark.parametrize("n, n_in, n_out", [(1, 4, 3), (5, 1, 2), (6, 7, 1), (9, 13, 11)])
+def test_small_products(dtype, rng, n, n_in, n_out):
+    H = rng.standard_normal((n, n_in)).astype(dtype)
+    W = rng.standard_normal((n_in, n_out)).astype(dtype)
+    b = rng.standard_normal(n_out).astype(dtype)
+    dZ = rng.standard_normal((n, n_out)).astype(dtype)
+    A = np.empty((n, n_out), dtype)
+    E.small_forward(H, W, b, TANH, dtype.type(0.0), A)
+    assert_close(A, dense_forward(H, W, b, TANH), dtype)
+    dW = np.full((n_in, n_out), np.nan, dtype)
+    E.small_weight_grad(H, dZ, dW)
+    assert_close(dW, H.T.astype(np.float64) @ dZ, dtype, scale=n)
+    dH = np.empty((n, n_in), dtype)
+    E.small_input_grad(dZ, W, dH)
+    assert_close(dH, dZ.astype(np.float64) @ W.T, dtype, scale=n_out)
+
+
+@pytest.mark.parametrize("m, k", [(1, 2), (6, 1), (9, 5)])
+def test_loss_rows(dtype, rng, m, k):
+    n = m + 3
+    order = rng.permutation(n).astype(np.int64)
+    Z = (3 * rng.standard_normal((m, k))).astype(dtype)
+    y = rng.integers(0, k, n).astype(np.int64)
+    dZ = np.empty((m, k), dtype)
+    total, correct = E.softmax_xent_rows(Z, y, 2, order, dZ)
+    yb = y[order[2 : 2 + m]]
+    Z64 = Z.astype(np.float64)
+    P = np.exp(Z64 - Z64.max(axis=1, keepdims=True))
+    P /= P.sum(axis=1, keepdims=True)
+    assert_close(total, -np.log(P[np.arange(m), yb]).sum(), dtype, scale=m)
+    assert correct == np.sum(Z.argmax(axis=1) == yb)
+    assert_close(dZ, (P - one_hot(yb, k)) / m, dtype)
+
+    T = rng.standard_normal((n, k)).astype(dtype)
+    total, correct = E.mse_rows(Z, T, 2, order, dZ)
+    diff = Z64 - T[order[2 : 2 + m]]
+    assert_close(total, (diff**2).mean() * m, dtype, scale=m)
+    assert correct == 0
+    assert_close(dZ, 2 * diff / (m * k), dtype)
+
+
+# -- fast path against the layer-by-layer path ------------------------------------------------
+ARCHS = {
+    # (layers, loss): hidden activations, a layer without bias, a final activation, and widths
+    # large enough that some products go to BLAS (batch 16 x 48 x 48 > SMALL_WORK).
+    "relu": (lambda dt: [fnn.Linear(7, 5, dtype=dt, seed=0), fnn.ReLU(),
+                         fnn.Linear(5, 3, dtype=dt, seed=1)], "xent"),
+    "mixed": (lambda dt: [fnn.Linear(6, 9, dtype=dt, seed=0), fnn.Tanh(),
+                          fnn.Linear(9, 4, bias=False, dtype=dt, seed=1), fnn.LeakyReLU(0.2),
+                          fnn.Linear(4, 3, dtype=dt, seed=2)], "xent"),
+    "blas": (lambda dt: [fnn.Linear(48, 48, dtype=dt, seed=0), fnn.ReLU(),
+                         fnn.Linear(48, 48, dtype=dt, seed=1), fnn.Sigmoid(),
+                         fnn.Linear(48, 4, dtype=dt, seed=2)], "xent"),
+    "mse": (lambda dt: [fnn.Linear(5, 8, dtype=dt, seed=0), fnn.ReLU(),
+                        fnn.Linear(8, 2, bias=False, dtype=dt, seed=1), fnn.Sigmoid()], "mse"),
+}  # fmt: skip
+
+OPTIMIZERS = {
+    "sgd": lambda p: fnn.SGD(p, lr=0.05),
+    "nesterov": lambda p: fnn.SGD(p, lr=0.05, momentum=0.9, nesterov=True, weight_decay=1e-3),
+    "dampening": lambda p: fnn.SGD(p, lr=0.05, momentum=0.8, dampening=0.3),
+    "adam": lambda p: fnn.Adam(p, lr=0.01, weight_decay=1e-3),
+    "adamw": lambda p: fnn.AdamW(p, lr=0.01),
+}
+
+
+def _data(arch, dtype, n=53):
+    rng = np.random.default_rng(7)
+    layers, loss = ARCHS[arch]
+    n_in = layers(dtype)[0].n_in
+    X = rng.standard_normal((n, n_in)).astype(dtype)
+    if loss == "xent":
+        n_out = fnn.Sequential(*layers(dtype)).n_out
+        return X, rng.integers(0, n_out, n), fnn.SoftmaxCrossEntropy
+    return X, rng.uniform(0, 1, (n, 2)).astype(dtype), fnn.MSELoss
+
+
+def _fit(arch, opt_name, dtype, fast, batch_size=16, epochs=2, monkeypatch=None):
+    monkeypatch.setattr(_fastpath, "ENABLED", fast)
+    X, y, loss_cls = _data(arch, dtype)
+    model = fnn.Sequential(*ARCHS[arch][0](dtype))
+    opt = OPTIMIZERS[opt_name](model.parameters())
+    hist = model.fit(
+        X, y, loss=loss_cls(), optimizer=opt, epochs=epochs, batch_size=batch_size, seed=3,
+        verbose=0,
+    )  # fmt: skip
+    return model, opt, hist
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("opt_name", list(OPTIMIZERS))
+def test_fast_path_matches_layer_path(dtype, arch, opt_name, par_min, monkeypatch):
+    # 53 samples in batches of 16: three full batches and a partial one of 5, two epochs
+    fast, fopt, fh = _fit(arch, opt_name, dtype, True, monkeypatch=monkeypatch)
+    slow, sopt, sh = _fit(arch, opt_name, dtype, False, monkeypatch=monkeypatch)
+    rtol = 2e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(fast._flat.data, slow._flat.data, rtol=rtol, atol=rtol)
+    for fs, ss in zip(fopt.state, sopt.state, strict=True):
+        for key in fs:
+            np.testing.assert_allclose(fs[key], ss[key], rtol=rtol, atol=rtol)
+    assert fopt.step_count == sopt.step_count == 8
+    np.testing.assert_allclose(fh.history["loss"], sh.history["loss"], rtol=1e-5)
+    if "accuracy" in sh.history:
+        assert fh.history["accuracy"] == sh.history["accuracy"]
+
+
+def test_fast_runner_is_used_and_chunks_add_up(monkeypatch):
+    """run() over sub-ranges of batches (as the progress bar calls it) equals one run."""
+    monkeypatch.setattr(_fastpath, "ENABLED", True)
+    dt = np.dtype(np.float32)
+    X, y, _ = _data("mixed", dt)
+    results = []
+    for chunks in ([(0, 4)], [(0, 1), (1, 3), (3, 4)]):
+        model = fnn.Sequential(*ARCHS["mixed"][0](dt))
+        opt = fnn.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        loss = fnn.SoftmaxCrossEntropy()
+        runner = make_runner(model, X, y, y, loss, opt, 16)
+        assert isinstance(runner, _fastpath.FastEpochRunner)
+        assert runner.n_batches == 4
+        order = np.random.default_rng(0).permutation(X.shape[0]).astype(np.int64)
+        total, correct = 0.0, 0
+        for first, last in chunks:
+            s, c, finite = runner.run(order, first, last)
+            assert finite
+            total, correct = total + s, correct + c
+        results.append((model._flat.data.copy(), total, correct, opt.step_count))
+    (p1, t1, c1, s1), (p2, t2, c2, s2) = results
+    np.testing.assert_array_equal(p1, p2)
+    assert t1 == pytest.approx(t2, rel=1e-12) and c1 == c2 and s1 == s2 == 4
+
+
+def test_unsupported_setups_use_the_layer_path(monkeypatch):
+    monkeypatch.setattr(_fastpath, "ENABLED", True)
+    dt = np.dtype(np.float32)
+    X, y, _ = _data("relu", dt)
+    model = fnn.Sequential(*ARCHS["relu"][0](dt))
+    sgd = fnn.SGD(model.parameters(), lr=0.1)
+    xent = fnn.SoftmaxCrossEntropy()
+    T = one_hot(y, 3).astype(dt)
+    cases = [
+        (model, X, T, y, xent, sgd, None),  # one-hot targets
+        (model, X, y, y, fnn.CrossEntropy(), sgd, None),  # loss on probabilities
+        (model, X, y, y, xent, fnn.SGD(model.parameters()[:2], lr=0.1), None),  # part of it
+        (model, X, y, y, xent, sgd, np.ones(X.shape[0], dt)),  # sample weights
+        (fnn.Sequential(fnn.Linear(7, 3, dtype=dt), fnn.Softmax()), X, y, y, xent, sgd, None),
+    ]
+    for m, Xc, yc, lc, loss, opt, sw in cases:
+        assert isinstance(make_runner(m, Xc, yc, lc, loss, opt, 16, sw), EpochRunner)
+
+
+def test_divergence_keeps_last_good_parameters(monkeypatch):
+    monkeypatch.setattr(_fastpath, "ENABLED", True)
+    dt = np.dtype(np.float32)
+    X, y, _ = _data("relu", dt)
+    X[5:] *= 1e30  # huge inputs: the first step's update overflows and the loss goes inf
+    model = fnn.Sequential(*ARCHS["relu"][0](dt))
+    before = model._flat.data.copy()
+    opt = fnn.SGD(model.parameters(), lr=1e10)
+    with pytest.raises(fnn.TrainingDivergedError):
+        model.fit(X, y, loss=fnn.SoftmaxCrossEntropy(), optimizer=opt, epochs=3, verbose=0)
+    np.testing.assert_array_equal(model._flat.data, before)
+    assert opt.step_count == 0
+
+
+# -- fast path against a NumPy training loop (no fastnn kernel involved) ---------------------
+def _numpy_epoch(Ws, bs, X, y, order, batch, lr, momentum):
+    """One epoch of SGD with momentum for a ReLU MLP with softmax cross-entropy, in float64."""
+    Ws = [W.astype(np.float64) for W in Ws]
+    bs = [b.astype(np.float64) for b in bs]
+    bufs = [None] * (2 * len(Ws))
+    for start in range(0, X.shape[0], batch):
+        idx = order[start : start + batch]
+        hs = [X[idx].astype(np.float64)]
+        for k, (W, b) in enumerate(zip(Ws, bs, strict=True)):
+            z = hs[-1] @ W + b
+            hs.append(np.maximum(z, 0) if k < len(Ws) - 1 else z)
+        P = np.exp(hs[-1] - hs[-1].max(axis=1, keepdims=True))
+        P /= P.sum(axis=1, keepdims=True)
+        dZ = (P - one_hot(y[idx], P.shape[1])) / len(idx)
+        grads = [None] * (2 * len(Ws))
+        for k in range(len(Ws) - 1, -1, -1):
+            grads[2 * k] = hs[k].T @ dZ
+            grads[2 * k + 1] = dZ.sum(axis=0)
+            dZ = (dZ @ Ws[k].T) * (hs[k] > 0)
+        params = [p for W, b in zip(Ws, bs, strict=True) for p in (W, b)]
+        for i, (p, g) in enumerate(zip(params, grads, strict=True)):
+            bufs[i] = g.copy() if bufs[i] is None else momentum * bufs[i] + g
+            p -= lr * bufs[i]
+    return Ws, bs
+
+
+def test_fast_path_matches_numpy_training_loop(dtype, par_min, monkeypatch):
+    monkeypatch.setattr(_fastpath, "ENABLED", True)
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((70, 40)).astype(dtype)
+    y = rng.integers(0, 5, 70)
+    model = fnn.Sequential(
+        fnn.Linear(40, 50, dtype=dtype, seed=0), fnn.ReLU(), fnn.Linear(50, 5, dtype=dtype, seed=1)
+    )
+    Ws = [model.layers[0].weight.data.copy(), model.layers[2].weight.data.copy()]
+    bs = [model.layers[0].bias.data.copy(), model.layers[2].bias.data.copy()]
+    order = np.random.default_rng([5, 0]).permutation(70)
+    runner = make_runner(
+        model, X, y, y, fnn.SoftmaxCrossEntropy(),
+        fnn.SGD(model.parameters(), lr=0.1, momentum=0.9), 32,
+    )  # fmt: skip
+    assert isinstance(runner, _fastpath.FastEpochRunner)
+    runner.run(order.astype(np.int64), 0, runner.n_batches)
+    Ws_ref, bs_ref = _numpy_epoch(Ws, bs, X, y, order, 32, 0.1, 0.9)
+    for layer, W, b in zip((model.layers[0], model.layers[2]), Ws_ref, bs_ref, strict=True):
+        assert_close(layer.weight.data, W, dtype, scale=10)
+        assert_close(layer.bias.data, b, dtype, scale=10)
