@@ -1,0 +1,56 @@
+"""The command line: ``python -m fastnn train`` (the main job) and its help."""
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+from fastnn.__main__ import main
+
+ACCURACY = re.compile(r"^test accuracy: (\d\.\d+)$", re.M)
+THROUGHPUT = re.compile(r"^training throughput: [\d,]+ samples/s", re.M)
+
+
+def test_train_quiet_subprocess():
+    result = subprocess.run(
+        [sys.executable, "-m", "fastnn", "train", "--epochs", "3", "--quiet"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert ACCURACY.search(out), out
+    assert THROUGHPUT.search(out), out
+    assert "epoch" not in out.split("test accuracy")[0]  # --quiet: no per-epoch lines
+
+
+def test_help():
+    for argv in (["--help"], ["train", "--help"]):
+        result = subprocess.run(
+            [sys.executable, "-m", "fastnn", *argv], capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, result.stderr
+        assert "usage" in result.stdout.lower()
+    assert "--epochs" in result.stdout
+
+
+def test_default_run_reaches_95_percent(capsys):
+    """The default options (30 epochs) in-process, to save the start-up of a new interpreter."""
+    assert main(["train"]) == 0
+    out = capsys.readouterr().out
+    accuracy = float(ACCURACY.search(out).group(1))
+    assert accuracy >= 0.95, out
+    assert THROUGHPUT.search(out)
+    assert len(re.findall(r"^epoch\s+\d+/30", out, re.M)) == 30
+
+
+@pytest.mark.parametrize("argv", [["train", "--epochs", "0"], ["train", "--batch-size", "-3"]])
+def test_bad_options_fail_clearly(argv, capsys):
+    with pytest.raises((SystemExit, ValueError)) as info:
+        main(argv)
+    if isinstance(info.value, SystemExit):
+        assert info.value.code != 0
+    else:
+        assert "epochs" in str(info.value) or "batch_size" in str(info.value)
