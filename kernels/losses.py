@@ -6,6 +6,7 @@ in a ``prange`` reduction; every thread writes only its own rows of the gradient
 
 import math
 
+import numpy as np
 from numba import prange
 
 from ._config import njit, twin
@@ -116,7 +117,7 @@ def _mse(Y, T, dY):
 def _sample_weight(sw, i):
     if sw.shape[0] == 0:
         return 1.0
-    return float(sw[i])
+    return np.float64(sw[i])
 
 
 @njit
@@ -149,7 +150,7 @@ def _softmax_xent_labels_weighted(Z, y, cw, sw, smoothing, dZ):
         m, lse = row_logsumexp(Z, i)
         t = y[i]
         s = _sample_weight(sw, i)
-        wy = float(cw[t])
+        wy = np.float64(cw[t])
         row = a * wy * (lse - Z[i, t])
         if smoothing != 0:
             acc = 0.0
@@ -329,9 +330,9 @@ def _bce_with_logits(Z, T, pos_weight, sw, dZ):
         g = s * inv_D / k
         row = 0.0
         for j in range(k):
-            z = float(Z[i, j])
-            t = float(T[i, j])
-            pw = float(pos_weight[j])
+            z = np.float64(Z[i, j])
+            t = np.float64(T[i, j])
+            pw = np.float64(pos_weight[j])
             e = math.exp(-abs(z))
             sp = max(z, 0.0) + math.log1p(e)  # softplus(z)
             row += pw * t * (sp - z) + (1.0 - t) * sp

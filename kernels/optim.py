@@ -7,6 +7,7 @@ same pass over memory.  Threads own contiguous chunks of the buffer.
 
 import math
 
+import numpy as np
 from numba import prange
 
 from ._config import twin
@@ -125,7 +126,7 @@ def _sum_squares(g):
     """Sum of g[i]^2 over a 1-D array, accumulated in float64 (for the global gradient norm)."""
     total = 0.0
     for i in prange(g.shape[0]):
-        x = float(g[i])
+        x = np.float64(g[i])
         total += x * x
     return total
 
