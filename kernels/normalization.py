@@ -6,10 +6,14 @@ needs nothing else.  Variances are computed in two passes (mean, then squared de
 which stays accurate in float32 for features with a large mean; batch-norm sums go through
 a caller-provided float64 scratch array (``work``) so long batches lose no precision.
 
-Column reductions (batch-norm statistics, and the gamma/beta gradients of both layers) split
-the features into blocks of ``COL_BLOCK`` columns: one thread owns a block and walks the rows,
-so it reads ``COL_BLOCK`` consecutive values per row instead of one strided value, and no two
-threads write the same output element.
+Column reductions (batch-norm statistics, the gamma/beta gradients) are one serial sweep over
+the rows with the inner loop along a row, and the elementwise passes are row-parallel, so no two
+threads write the same element.  Measured for a float32 256 x 512 batch on the 2-core machine:
+splitting the columns into blocks owned by threads (``for j in range(j0, j1)``) made the sums
+~15x slower than the plain ``range(m)`` sweep (about 270 us against 18 us for the column sums):
+with a computed start numba cannot prove the index non-negative, keeps the wrap-around check
+and the loop does not vectorise.  With the sweep the whole training forward took ~250 us and
+the backward ~200 us (serial builds), against ~840 us and ~790 us for the same maths in NumPy.
 """
 
 import math
@@ -17,9 +21,6 @@ import math
 from numba import prange
 
 from ._config import twin
-
-# 16 float32 = one 64-byte cache line per row and block.
-COL_BLOCK = 16
 
 
 def _batchnorm_forward_train(
@@ -32,41 +33,38 @@ def _batchnorm_forward_train(
     the biased batch variance, ``Xhat`` = (X - mean) * invstd and ``Y`` = gamma * Xhat + beta
     (n, m).  Updates the running statistics in place: running = (1 - momentum) * running +
     momentum * batch, with the unbiased variance var * n / (n - 1) for ``running_var`` (torch's
-    rule).
+    rule).  The statistics are one serial sweep over rows (see the module docstring); the
+    normalisation is row-parallel.
     """
     n, m = X.shape
     t = X.dtype.type
     mom = t(momentum)
     keep = t(1.0 - momentum)
     unbias = n / (n - 1.0)
-    n_blocks = (m + COL_BLOCK - 1) // COL_BLOCK
-    for blk in prange(n_blocks):
-        j0 = blk * COL_BLOCK
-        j1 = min(j0 + COL_BLOCK, m)
-        for j in range(j0, j1):
-            work[0, j] = 0.0
-            work[1, j] = 0.0
-        for i in range(n):
-            for j in range(j0, j1):
-                work[0, j] += X[i, j]
-        for j in range(j0, j1):
-            work[0, j] /= n
-        for i in range(n):
-            for j in range(j0, j1):
-                d = X[i, j] - work[0, j]
-                work[1, j] += d * d
-        for j in range(j0, j1):
-            mu = work[0, j]
-            var = work[1, j] / n
-            mean[j] = t(mu)
-            invstd[j] = t(1.0 / math.sqrt(var + eps))
-            running_mean[j] = keep * running_mean[j] + mom * t(mu)
-            running_var[j] = keep * running_var[j] + mom * t(var * unbias)
-        for i in range(n):
-            for j in range(j0, j1):
-                xh = (X[i, j] - mean[j]) * invstd[j]
-                Xhat[i, j] = xh
-                Y[i, j] = gamma[j] * xh + beta[j]
+    for j in range(m):
+        work[0, j] = 0.0
+        work[1, j] = 0.0
+    for i in range(n):
+        for j in range(m):
+            work[0, j] += X[i, j]
+    for j in range(m):
+        work[0, j] /= n
+    for i in range(n):
+        for j in range(m):
+            d = X[i, j] - work[0, j]
+            work[1, j] += d * d
+    for j in range(m):
+        mu = work[0, j]
+        var = work[1, j] / n
+        mean[j] = t(mu)
+        invstd[j] = t(1.0 / math.sqrt(var + eps))
+        running_mean[j] = keep * running_mean[j] + mom * t(mu)
+        running_var[j] = keep * running_var[j] + mom * t(var * unbias)
+    for i in prange(n):
+        for j in range(m):
+            xh = (X[i, j] - mean[j]) * invstd[j]
+            Xhat[i, j] = xh
+            Y[i, j] = gamma[j] * xh + beta[j]
 
 
 def _batchnorm_forward_infer(X, gamma, beta, running_mean, running_var, eps, Y):
@@ -86,32 +84,29 @@ def _batchnorm_backward(dY, Xhat, gamma, invstd, work, dgamma, dbeta, dX):
 
     dY, Xhat (n, m); gamma, invstd (m,); ``work`` (2, m) float64 scratch.  Accumulates
     dbeta += sum_i dY and dgamma += sum_i dY * Xhat, and writes
-    dX = gamma * invstd / n * (n dY - sum_i dY - Xhat * sum_i(dY * Xhat)).
+    dX = gamma * invstd / n * (n dY - sum_i dY - Xhat * sum_i(dY * Xhat)).  Column sums in one
+    serial sweep, dX row-parallel.
     """
     n, m = dY.shape
     t = dY.dtype.type
-    n_blocks = (m + COL_BLOCK - 1) // COL_BLOCK
-    for blk in prange(n_blocks):
-        j0 = blk * COL_BLOCK
-        j1 = min(j0 + COL_BLOCK, m)
-        for j in range(j0, j1):
-            work[0, j] = 0.0
-            work[1, j] = 0.0
-        for i in range(n):
-            for j in range(j0, j1):
-                g = dY[i, j]
-                work[0, j] += g
-                work[1, j] += g * Xhat[i, j]
-        for j in range(j0, j1):
-            dbeta[j] += t(work[0, j])
-            dgamma[j] += t(work[1, j])
-            work[0, j] /= n
-            work[1, j] /= n
-        for i in range(n):
-            for j in range(j0, j1):
-                mean_dy = t(work[0, j])
-                mean_dyx = t(work[1, j])
-                dX[i, j] = gamma[j] * invstd[j] * (dY[i, j] - mean_dy - Xhat[i, j] * mean_dyx)
+    for j in range(m):
+        work[0, j] = 0.0
+        work[1, j] = 0.0
+    for i in range(n):
+        for j in range(m):
+            g = dY[i, j]
+            work[0, j] += g
+            work[1, j] += g * Xhat[i, j]
+    for j in range(m):
+        dbeta[j] += t(work[0, j])
+        dgamma[j] += t(work[1, j])
+        work[0, j] /= n
+        work[1, j] /= n
+    for i in prange(n):
+        for j in range(m):
+            mean_dy = t(work[0, j])
+            mean_dyx = t(work[1, j])
+            dX[i, j] = gamma[j] * invstd[j] * (dY[i, j] - mean_dy - Xhat[i, j] * mean_dyx)
 
 
 def _layernorm_forward(X, gamma, beta, eps, invstd, Xhat, Y):
@@ -144,8 +139,8 @@ def _layernorm_backward(dY, Xhat, gamma, invstd, dgamma, dbeta, dX):
     """Layer-norm backward.
 
     dY, Xhat (n, m); gamma (m,); invstd (n,).  With g = dY * gamma per row, writes
-    dX = invstd / m * (m g - sum_j g - Xhat * sum_j(g * Xhat)), and accumulates
-    dbeta += sum_i dY, dgamma += sum_i dY * Xhat (column blocks, one thread per block).
+    dX = invstd / m * (m g - sum_j g - Xhat * sum_j(g * Xhat)) (row-parallel), and accumulates
+    dbeta += sum_i dY, dgamma += sum_i dY * Xhat (one serial sweep over rows).
     """
     n, m = dY.shape
     t = dY.dtype.type
@@ -160,15 +155,11 @@ def _layernorm_backward(dY, Xhat, gamma, invstd, dgamma, dbeta, dX):
         r = invstd[i]
         for j in range(m):
             dX[i, j] = r * (dY[i, j] * gamma[j] - (sg + Xhat[i, j] * sgx) * inv_m)
-    n_blocks = (m + COL_BLOCK - 1) // COL_BLOCK
-    for blk in prange(n_blocks):
-        j0 = blk * COL_BLOCK
-        j1 = min(j0 + COL_BLOCK, m)
-        for i in range(n):
-            for j in range(j0, j1):
-                g = dY[i, j]
-                dbeta[j] += g
-                dgamma[j] += g * Xhat[i, j]
+    for i in range(n):
+        for j in range(m):
+            g = dY[i, j]
+            dbeta[j] += g
+            dgamma[j] += g * Xhat[i, j]
 
 
 batchnorm_forward_train, batchnorm_forward_train_parallel = twin(_batchnorm_forward_train)
@@ -178,7 +169,6 @@ layernorm_forward, layernorm_forward_parallel = twin(_layernorm_forward)
 layernorm_backward, layernorm_backward_parallel = twin(_layernorm_backward)
 
 __all__ = [
-    "COL_BLOCK",
     "batchnorm_forward_train",
     "batchnorm_forward_train_parallel",
     "batchnorm_forward_infer",

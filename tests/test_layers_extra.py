@@ -13,7 +13,7 @@ from scipy.special import erf
 
 import fastnn as fnn
 
-SHAPES = [(1, 1), (1, 7), (9, 1), (13, 17), (67, 33)]  # 33 columns: two 16-column blocks + 1
+SHAPES = [(1, 1), (1, 7), (9, 1), (13, 17), (67, 33)]  # odd sizes: no vector-width multiples
 BN_SHAPES = [(2, 1), (2, 7), (9, 1), (13, 17), (67, 33)]  # training batch norm needs n >= 2
 
 
