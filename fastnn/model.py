@@ -11,7 +11,7 @@ import numpy as np
 from fastnn import kernels as K
 
 from ._threads import pick
-from ._validation import check_X
+from ._validation import check_positive_int, check_X
 from .layers import Layer, Linear
 from .layers._base import BufferCache
 from .parameter import FlatParameters
@@ -117,18 +117,19 @@ class Sequential(Layer):
                 X = stage.A = stage.forward(X)
             else:
                 X = stage.forward(X)
+        self._out_shape = X.shape  # what backward's grad must match, whatever the last stage
         return X
 
     def backward(self, grad):
         """Backpropagate ``grad`` (d loss / d output); accumulate into every ``Parameter.grad``
         and return d loss / d input."""
-        last = self._stages[-1]
-        A = last.A if isinstance(last, _DenseStage) else getattr(last, "_A", None)
-        if isinstance(last, _DenseStage) and last.X is None:
-            raise RuntimeError("backward called before forward")
         grad = np.asarray(grad)
-        if A is not None and grad.shape != A.shape:
-            raise ValueError(f"grad must have the output's shape {A.shape}, got {grad.shape}")
+        shape = getattr(self, "_out_shape", None)
+        if shape is None:
+            raise RuntimeError("backward called before forward")
+        if grad.shape != shape:
+            # checked for every last stage (a Softmax kernel would read past a smaller grad)
+            raise ValueError(f"grad must have the output's shape {shape}, got {grad.shape}")
         grad = np.ascontiguousarray(grad, dtype=self.dtype)
         return self._backward(grad, beta=1.0, need_input_grad=True)
 
@@ -167,6 +168,7 @@ class Sequential(Layer):
         """Model output for ``X`` (a new array), computed in chunks of ``batch_size`` rows.
 
         Keeps no state: safe between training steps and from several threads."""
+        batch_size = check_positive_int(batch_size, "batch_size")
         X = self._check_input(X)
         out = np.empty((X.shape[0], self.n_out), self.dtype)
         buffers = BufferCache(max_shapes=2)

@@ -177,6 +177,31 @@ def test_backward_rejects_wrong_gradient_shape():
     _assert_unchanged(before, model, opt)
 
 
+@pytest.mark.parametrize("shape", [(20, N_OUT + 1), (2, N_OUT), (40, N_OUT)])
+@pytest.mark.parametrize("last", ["softmax", "tanh-layer", "dense"])
+def test_backward_checks_the_gradient_shape_for_any_last_layer(shape, last):
+    """A stand-alone Softmax (or any non-dense) last layer gets the same check as a dense one:
+    its kernel would otherwise read past the end of a smaller gradient."""
+    tail = {"softmax": [fnn.Softmax()], "tanh-layer": [fnn.ReLU(), fnn.Tanh()], "dense": []}
+    model = fnn.Sequential(fnn.Linear(N_IN, N_OUT, seed=0), *tail[last])
+    opt = fnn.SGD(model.parameters(), lr=0.1)
+    with pytest.raises(RuntimeError, match="before forward"):
+        model.backward(np.zeros((20, N_OUT), np.float32))
+    model.forward(_data()[0])
+    before = _state(model, opt)
+    with pytest.raises(ValueError, match=r"grad must have the output's shape \(20, 3\)"):
+        model.backward(np.zeros(shape, np.float32))
+    _assert_unchanged(before, model, opt)
+
+
+@pytest.mark.parametrize("bad,exc", [(0, ValueError), (-1, ValueError), (2.5, TypeError)])
+def test_predict_rejects_bad_batch_size(bad, exc):
+    """batch_size=-1 used to return an uninitialised array (the chunk loop never ran)."""
+    model, _, _ = _setup()
+    with pytest.raises(exc, match="batch_size"):
+        model.predict(_data()[0], batch_size=bad)
+
+
 # -- inconvenient input is converted -------------------------------------------------------------
 def _fit_params(X, y, dtype=np.float32):
     model, opt, loss = _setup(dtype)
