@@ -362,14 +362,20 @@ def test_keyboard_interrupt_inside_a_step_rolls_back_to_epoch_start(monkeypatch,
 
     from fastnn import training
 
-    real_run = training.EpochRunner.run
+    real_make = training.make_runner
 
-    def run(self, order, first, last):
-        if len(starts) == 2 and first >= 3:
-            raise KeyboardInterrupt  # as if it arrived between forward and step
-        return real_run(self, order, first, last)
+    class Breaking:
+        """Whichever runner fit picks, raising KeyboardInterrupt inside a step of epoch 1."""
 
-    monkeypatch.setattr(training.EpochRunner, "run", run)
+        def __init__(self, runner):
+            self.runner, self.n_batches = runner, runner.n_batches
+
+        def run(self, order, first, last):
+            if len(starts) == 2 and first >= 3:
+                raise KeyboardInterrupt  # as if it arrived between forward and step
+            return self.runner.run(order, first, last)
+
+    monkeypatch.setattr(training, "make_runner", lambda *a, **k: Breaking(real_make(*a, **k)))
     hist = fit(model, opt, X, y, epochs=4, callbacks=[Watch(), Recorder()])
     assert hist.interrupted and hist.epoch == [0]
     np.testing.assert_array_equal(model._flat.data, starts[1])
