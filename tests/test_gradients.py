@@ -254,3 +254,19 @@ def test_losses_finite_for_huge_logits(dtype, target):
     dX = probs.backward(ce.backward())
     assert np.isfinite(dX).all()
     assert all(np.isfinite(p.grad).all() for p in probs.parameters())
+
+
+@pytest.mark.parametrize("name", list(MODELS))
+def test_predict_between_forward_and_backward_changes_nothing(name):
+    """predict keeps no state: called between forward and backward (with another batch size) it
+    must not replace what backward uses.  Stand-alone layers used to keep predict's arrays, so
+    backward read (3, k) buffers for a (6, k) gradient: wrong results or heap corruption."""
+    model, loss, X, target = _build(name, np.float64)
+    _, grads, dX = _analytic(model, loss, X, target)
+    model.zero_grad()
+    loss.forward(model.forward(X), target)
+    model.predict(X[:3])
+    dX2 = model.backward(loss.backward())
+    np.testing.assert_array_equal(dX2, dX)
+    for p, g in zip(model.parameters(), grads, strict=True):
+        np.testing.assert_array_equal(p.grad, g)

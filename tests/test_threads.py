@@ -28,8 +28,20 @@ def restore_threads():
     fnn.set_num_threads(before)
 
 
-def test_predict_from_four_threads():
-    model = _model()
+def _model_with_layers(dtype=np.float32):
+    """Stand-alone (unfused) layers: two activations in a row and a Softmax."""
+    return fnn.Sequential(
+        fnn.Linear(30, 200, seed=0, dtype=dtype),
+        fnn.Tanh(),
+        fnn.ReLU(),
+        fnn.Linear(200, 5, seed=2, dtype=dtype),
+        fnn.Softmax(),
+    )
+
+
+@pytest.mark.parametrize("make", [_model, _model_with_layers], ids=["fused", "layers"])
+def test_predict_from_four_threads(make):
+    model = make()
     rng = np.random.default_rng(0)
     # different sizes: small ones take the serial kernels and compiled loops, big ones the
     # parallel kernels and BLAS

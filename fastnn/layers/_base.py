@@ -1,5 +1,7 @@
 """Layer: the base class of every fastnn layer, and the per-batch-shape buffer cache."""
 
+import copy
+
 import numpy as np
 
 
@@ -30,16 +32,16 @@ class Layer:
         raise NotImplementedError
 
     def predict(self, X):
-        """Inference: the output for ``X``, a fresh array, no state kept."""
-        saved = self.__dict__.get("_buffers")
-        self._buffers = BufferCache()
-        try:
-            return self.forward(X).copy()
-        finally:
-            if saved is None:
-                del self._buffers
-            else:
-                self._buffers = saved
+        """Inference: the output for ``X``, a fresh array, no state kept.
+
+        ``forward`` runs on a shallow copy with its own buffers, so what the layer keeps for
+        ``backward`` is untouched (predict between forward and backward is safe) and calls from
+        several threads write nothing they share.  Layers whose forward changes shared arrays
+        in place (running statistics, random state) override this.
+        """
+        clone = copy.copy(self)
+        clone._buffers = BufferCache()
+        return clone.forward(X).copy()
 
     def output_dim(self, n_in):
         """Number of output features given ``n_in`` input features."""
