@@ -20,7 +20,7 @@ What this script teaches
 
 Run it::
 
-    python examples/fit_memmap.py                  # a 0.25 GB file, 2 epochs, ~20 s
+    python examples/fit_memmap.py                  # a 0.1 GB file, 2 epochs
     python examples/fit_memmap.py --gigabytes 1.5  # a 1.5 GB file, 1 epoch
     python examples/fit_memmap.py --quick          # 10 MB, 1 epoch (what the tests run)
 
@@ -39,36 +39,54 @@ import numpy as np
 import fastnn as fnn
 
 
-def memory_mb():
-    """(anonymous, file-backed) resident memory of this process in MB, from /proc (Linux)."""
-    fields = {}
+def anonymous_mb():
+    """Memory this process allocated itself (RssAnon, from /proc: Linux), in MB."""
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith(("RssAnon:", "RssFile:")):
-                key, value, _ = line.split()
-                fields[key] = int(value) / 1024
-    return fields.get("RssAnon:", float("nan")), fields.get("RssFile:", float("nan"))
+            if line.startswith("RssAnon:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def mapped_file_mb(path):
+    """Resident pages of the mappings of the file ``path`` in this process, in MB.
+
+    /proc/self/smaps lists every mapping (a header line that starts with its hex address range
+    and ends with the file name) followed by its counters, ``Rss:`` among them.
+    """
+    total_kb, inside = 0, False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            if line[0] in "0123456789abcdef":
+                inside = line.rstrip().endswith(path)
+            elif inside and line.startswith("Rss:"):
+                total_kb += int(line.split()[1])
+    return total_kb / 1024
 
 
 class MemorySampler(threading.Thread):
-    """Samples memory_mb() every ``interval`` seconds until stopped."""
+    """Samples (seconds, anonymous MB, data-file MB) every ``interval`` seconds until stopped."""
 
-    def __init__(self, interval=0.02):
+    def __init__(self, path, interval=0.1):
         super().__init__(daemon=True)
-        self.interval = interval
-        self.samples = []  # (seconds, anonymous MB, file-backed MB)
+        self.path, self.interval = path, interval
+        self.samples = []
         self._stop_event = threading.Event()
         self._t0 = time.perf_counter()
 
+    def sample(self):
+        t = time.perf_counter() - self._t0
+        self.samples.append((t, anonymous_mb(), mapped_file_mb(self.path)))
+
     def run(self):
         while not self._stop_event.is_set():
-            self.samples.append((time.perf_counter() - self._t0, *memory_mb()))
+            self.sample()
             self._stop_event.wait(self.interval)
 
     def stop(self):
         self._stop_event.set()
         self.join()
-        self.samples.append((time.perf_counter() - self._t0, *memory_mb()))
+        self.sample()
         return np.array(self.samples)
 
 
@@ -83,7 +101,7 @@ def peak_rss_mb():
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--gigabytes", type=float, default=0.25, help="file size (default 0.25)")
+    p.add_argument("--gigabytes", type=float, default=0.1, help="file size in GB (default 0.1)")
     p.add_argument("--features", type=int, default=256, help="features per sample (default 256)")
     p.add_argument("--epochs", type=int, default=None, help="default: 2, or 1 above 1 GB")
     p.add_argument("--data-dir", help="keep the data files in this folder (default: temporary)")
@@ -125,8 +143,8 @@ def main():
             fnn.Linear(n_features, 128, seed=0), fnn.ReLU(), fnn.Linear(128, 10, seed=1)
         )
         optimizer = fnn.Adam(model.parameters(), lr=1e-3)
-        sampler = MemorySampler()
-        anon_start, _ = memory_mb()
+        sampler = MemorySampler(os.path.realpath(X_path))
+        anon_start = anonymous_mb()
         sampler.start()
         t0 = time.perf_counter()
         history = model.fit(
@@ -152,7 +170,7 @@ def main():
         print(f"peak RSS of the process (VmHWM): {peak_rss_mb():,.0f} MB")
         print(
             f"during fit: anonymous memory peak {anon_peak:,.0f} MB (started at "
-            f"{anon_start:,.0f} MB), file-backed pages peak {file_peak:,.0f} MB"
+            f"{anon_start:,.0f} MB); pages of the data file resident, peak {file_peak:,.0f} MB"
         )
 
         import matplotlib
@@ -162,12 +180,12 @@ def main():
 
         fig, ax = plt.subplots(figsize=(7.5, 5), dpi=80)
         ax.plot(samples[:, 0], samples[:, 1], label="anonymous (allocated by the process)")
-        ax.plot(samples[:, 0], samples[:, 2], label="file-backed (pages of the memory map)")
+        ax.plot(samples[:, 0], samples[:, 2], label="pages of the data file (page cache)")
         ax.axhline(size_mb, color="k", ls="--", lw=1, label=f"file size ({size_mb:,.0f} MB)")
         ax.set_xlabel("seconds into fit")
         ax.set_ylabel("resident memory (MB)")
         ax.set_title(f"fit on a memory-mapped {size_mb:,.0f} MB file")
-        ax.set_ylim(bottom=0)
+        ax.set_ylim(0, 1.15 * max(size_mb, samples[:, 1:].max()))
         ax.grid(alpha=0.3)
         ax.legend()
         fig.tight_layout()

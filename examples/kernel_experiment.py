@@ -38,10 +38,19 @@ kernel.  To track the variant:
 * In ``bench_kernels.py`` copy the ``SoftmaxForward`` class as ``SoftmaxOnline`` and change one
   line in its ``setup``: ``self.fn = kernel("softmax_online", build)``.  ``common.kernel`` raises
   ``NotImplementedError`` on commits that lack the kernel, which asv reports as skipped.
-* Run it from ``asv_benchmarks/``: ``asv run --python=same --quick -b Softmax`` (a smoke run in
-  this environment), then ``asv continuous main HEAD -b Softmax`` to compare two commits.
+* Run it from ``asv_benchmarks/`` (after ``asv machine --yes`` once per machine):
+  ``asv run --python=same --quick --dry-run -b Softmax`` checks the benchmark against the
+  working tree; ``asv continuous --factor 1.3 -b Softmax HEAD~1 HEAD`` compares two commits.
+  The README's "Tracking performance" section has the rest (noise, repeats, publishing).
 
-If the variant wins everywhere, replace the body of ``_softmax_forward`` instead: the existing
+What it showed here (float32, serial builds, median of 41 interleaved samples on the 2-core
+machine): the built-in took 3.6 us on 64x10 and 1.8 ms on 512x1024, the online variant 4.7 us
+and 7.6 ms.  Its second ``exp`` per element and its data-dependent branch (which keeps the
+compiler from vectorising the sweep) cost more than the pass it saves, so the built-in stays.
+The parallel builds swung by 10x and more between runs on that machine, under load from other
+jobs; compare them on a quiet one.
+
+If a variant wins everywhere, replace the body of ``_softmax_forward`` instead: the existing
 ``SoftmaxForward`` benchmark then shows the change in asv's history, and the existing tests
 check it.
 """

@@ -152,8 +152,9 @@ def main():
     import matplotlib.pyplot as plt
 
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(7.5, 5), dpi=80)
-    ax1.semilogy(history["loss"], label="train")
-    ax1.semilogy(history["val_loss"], label="test")
+    epochs_axis = np.arange(1, epochs + 1)
+    ax1.semilogy(epochs_axis, history["loss"], label="train")
+    ax1.semilogy(epochs_axis, history["val_loss"], label="test")
     ax1.set_xlabel("epoch")
     ax1.set_ylabel("MSE")
     ax1.legend()
