@@ -59,8 +59,9 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     dtype : float32 or float64, default=np.float32
         Precision of the stochastic solvers and of prediction (fastnn only).
     n_threads : int or None, default=None
-        Threads for BLAS and numba during fit and predict; None leaves the current settings
-        (fastnn only).
+        Threads for BLAS and numba during fit and predict (fastnn only).  None: one BLAS
+        thread when the largest per-batch product is under 4e6 multiply-adds (threading
+        products that small costs more than it gains), the current setting otherwise.
 
     Attributes
     ----------
