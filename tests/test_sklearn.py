@@ -266,3 +266,13 @@ def test_r2_parity(solver):
             ours.append(MLPRegressor(random_state=seed, **kw).fit(Xtr, ytr).score(Xte, yte))
             theirs.append(SkRegressor(random_state=seed, **kw).fit(Xtr, ytr).score(Xte, yte))
     assert abs(np.mean(ours) - np.mean(theirs)) <= 0.01, (ours, theirs)
+
+
+def test_comparison_table_script_mode():
+    from fastnn.sklearn.__main__ import compare, format_table
+
+    rows = compare(repeats=1, max_iter=5, datasets=("iris",), solvers=("adam",))
+    assert len(rows) == 1 and rows[0]["epochs"] == (5, 5)
+    assert rows[0]["score"][0] == pytest.approx(rows[0]["score"][1], abs=0.03)
+    table = format_table(rows)
+    assert "| iris | adam | 5 / 5 |" in table and "x |" in table
