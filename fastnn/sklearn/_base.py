@@ -166,6 +166,14 @@ class BaseMLP(BaseEstimator):
         self.coefs_ = coefs
         self.intercepts_ = intercepts
 
+    def __setstate__(self, state):
+        # Pickling copies coefs_/intercepts_ out of the flat buffer; make them views again
+        # (packed from coefs_, the attributes users see) so predict need not repack each call.
+        super().__setstate__(state)
+        if "coefs_" in state and "_fit_dtype" in state:
+            shapes = [c.shape for c in self.coefs_]
+            self._bind(self._packed(self._fit_dtype), shapes)
+
     def _forward_out(self, X):
         """Output-layer activations (n, n_outputs) for validated X, in the fit dtype."""
         dtype = X.dtype
