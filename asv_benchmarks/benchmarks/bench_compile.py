@@ -8,8 +8,8 @@ leaks in.  Two cases, apart from the steady-state benchmarks:
 - warm: it points at a folder filled once by ``setup_cache`` (in its own process, running the
   same code), so the kernels are loaded from disk (what every later process costs).
 
-Measured on the 2-core reference machine (float32, iris-sized fit): cold ~6.4 s, warm ~1.9 s,
-``import fastnn`` alone ~1.6 s.
+Measured on the 2-core reference machine at commit b2b6e22 (float32, iris-sized fit): cold ~6.4 s,
+warm ~1.9 s, ``import fastnn`` alone ~1.6 s; under heavy load from other processes 2-10x that.
 """
 
 import os
