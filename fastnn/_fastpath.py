@@ -13,6 +13,7 @@ always use the layer-by-layer path, e.g. to compare the two.
 
 import os
 
+import numba
 import numpy as np
 
 from fastnn.kernels import epoch as E
@@ -115,7 +116,7 @@ class FastEpochRunner:
         )
         self.codes = np.array([s.code for s in stages], np.int64)
         self.alphas = np.array([s.alpha for s in stages], np.float64)
-        layout, total = E.workspace_layout(sizes, batch_size, n)
+        layout, total = E.workspace_layout(sizes, batch_size, n, numba.config.NUMBA_NUM_THREADS)
         self.layout = np.array(layout, np.int64)
         self.work = np.empty(total, dtype)
         self.hyper = np.zeros(E.N_HYPER, np.float64)

@@ -12,11 +12,22 @@ from ._blas import gemm
 from ._config import njit, twin
 from .activations import activate, derivative
 
-# Below this many multiply-adds (n_rows * n_in * n_out) a compiled triple loop beats the BLAS
-# call; above it BLAS wins.  Measured with `python -m fastnn bench --kernels` on the 2-core
-# reference machine: see the perf notes in README.md.  Shapes of the iris network
-# (4-6-8-10-3, batch 16-150) are ~1e3-1e4; the first tutorial's 64x784x100 is 5e6.
-SMALL_WORK = 32768
+# Products of at most this many multiply-adds (n_rows * n_in * n_out), and one-row products, run
+# as compiled loops; everything else goes to BLAS.  Measured on the 2-core reference machine
+# (float32, forward with bias + ReLU / weight gradient, loop vs gemm through _blas): 1x4x6
+# 35 / 118 ns, 4x4x6 91 / 137 ns, 8x4x6 171 / 169 ns (the crossover, ~200), 16x4x6 0.32 /
+# 0.12 us (NumPy's OpenBLAS), 150x8x10 5.6 / 1.4 us, 64x100x10 27 / 3.3 us, 64x784x100 397 /
+# 130 us.  A one-row product is the exception: 1x784x100 took 6 us as a loop and 56 us in
+# gemm (OpenBLAS treats it as a threaded matrix-vector product), so one row always loops.
+# (The earlier threshold, 32768, sent the iris network's 150-row products to loops that ran
+# 3-4x slower than BLAS.)
+SMALL_WORK = 192
+
+
+@njit
+def small_product(n_rows, n_in, n_out):
+    """True when ``(n_rows, n_in) @ (n_in, n_out)`` should run as a compiled loop."""
+    return n_rows < 2 or n_rows * n_in * n_out <= SMALL_WORK
 
 
 @njit
@@ -42,7 +53,7 @@ def _dense_forward(X, W, b, code, alpha, A):
     n = X.shape[0]
     n_in, n_out = W.shape
     s = A.dtype.type(alpha)
-    if n * n_in * n_out <= SMALL_WORK:
+    if small_product(n, n_in, n_out):
         for i in prange(n):
             _small_matmul_bias_act(X, W, b, code, s, A, i)
         return
@@ -64,7 +75,7 @@ def _dense_backward(X, W, dZ, beta, dW, db, prev_code, alpha, dX):
     n, n_in = X.shape
     n_out = W.shape[1]
     s = X.dtype.type(alpha)
-    small = n * n_in * n_out <= SMALL_WORK
+    small = small_product(n, n_in, n_out)
     if small:
         # dW: each thread owns rows of dW (input features).
         for p in prange(n_in):

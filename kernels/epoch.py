@@ -1,9 +1,11 @@
 """A whole run of training steps of a dense MLP in one compiled call: the fit fast path.
 
 ``train_batches`` runs batches ``first..last-1`` of a shuffled sample order: gather the batch,
-forward through every layer (matrix product plus a fused bias + activation pass), the loss and
-its gradient in one pass, backward (the activation mask and the bias gradient fused into one
-pass over each layer's delta) and the optimizer update, with no Python between batches.
+forward through every layer (a BLAS product, then one pass adding the bias and applying the
+activation), the loss and its gradient in one pass, and backward layer by layer: the input
+gradient (a BLAS product, then one pass applying the previous activation's derivative and
+summing the columns into the previous bias gradient), the weight gradient and, at once, that
+layer's optimizer update.  No Python runs between batches.
 
 Every array is flat, so one compiled signature serves every depth and width of network (one
 compilation per dtype, cached on disk).  The layer structure comes in as small integer arrays:
@@ -12,11 +14,17 @@ the flat parameter buffer; ``b_off[k] < 0`` for a layer without bias), ``codes``
 (the activation after each layer).  2-D views are rebuilt from the flat buffers inside the
 kernel (slicing and reshaping a contiguous buffer allocates nothing).
 
-Products of at least ``SMALL_WORK`` multiply-adds go to BLAS (``_blas.gemm``), smaller ones
-run as compiled loops; the elementwise passes and the optimizer run their parallel build when
-more than one thread is set and the pass touches at least ``par_min`` elements.  The
-arithmetic is the layer-by-layer path's, in the same order, so both give the same parameters
-up to rounding in BLAS.
+Updating each layer right after its gradient (instead of the whole buffer after the whole
+backward pass) applies the same elementwise rule to every parameter, so the result is the
+layer path's; it only reads the gradient while it is still in cache.  Plain SGD (no momentum)
+goes further and folds the update into the weight-gradient product itself,
+``W = (1 - lr wd) W - lr X.T @ dZ`` as one ``gemm`` with ``beta = 1 - lr wd``: the weight
+gradient is then never stored (``Parameter.grad`` of the weights is left as it was), which
+saves a write and a read of every weight per step (about 3% of a 784-1024-1024-1024-10 step).
+
+Products go to BLAS (``_blas.gemm``) unless ``dense.small_product`` says a compiled loop is
+faster.  The elementwise passes run their parallel build when ``threads > 1`` and the pass
+touches at least ``par_min`` elements; the caller decides (see ``fastnn._fastpath``).
 """
 
 import math
@@ -26,7 +34,7 @@ from numba import prange
 from ._blas import gemm
 from ._config import njit, twin
 from .activations import activate, derivative
-from .dense import SMALL_WORK
+from .dense import small_product
 from .optim import adam_update, adam_update_parallel, sgd_update, sgd_update_parallel
 
 LOSS_SOFTMAX_XENT = 0  # logits + integer labels
@@ -44,11 +52,8 @@ N_HYPER = 9
 S_LOSS, S_CORRECT, S_FINITE, S_STEPS = 0, 1, 2, 3
 N_STATS = 4
 
-# columns per block in the column-blocked passes (one thread owns a block of columns)
-_COL_BLOCK = 64
 
-
-# -- elementwise passes, each compiled serial and parallel --------------------------------------
+# -- elementwise passes ------------------------------------------------------------------------
 def _gather_batch(X, order, start, xb):
     """xb[r] = X[order[start + r]] for every row r of xb."""
     m, k = xb.shape
@@ -66,7 +71,34 @@ def _bias_act(A, b, code, alpha):
             A[i, j] = activate(A[i, j] + b[j], code, alpha)
 
 
-def _small_forward(H, W, b, code, alpha, A):
+def _mask_colsum(G, A, code, alpha, dZ, partial):
+    """dZ = G * f'(A) (G may be dZ), and the column sums of dZ.
+
+    Row block c of ``partial.shape[0]`` blocks writes its column sums into ``partial[c]``
+    (each thread owns its block's rows and its row of partial sums); with one block,
+    ``partial[0]`` is the bias gradient itself, summed down the rows in order as the layer
+    path does.  The sweep runs along rows so the inner loop is contiguous (a column-blocked
+    sweep kept numba's wrap-around index checks and was 4-8x slower, see batch norm)."""
+    n, m = G.shape
+    n_blocks = partial.shape[0]
+    for c in prange(n_blocks):
+        pc = partial[c]
+        for j in range(m):
+            pc[j] = 0
+        for i in range(c * n // n_blocks, (c + 1) * n // n_blocks):
+            for j in range(m):
+                d = G[i, j] * derivative(A[i, j], code, alpha)
+                dZ[i, j] = d
+                pc[j] += d
+
+
+gather_batch, gather_batch_parallel = twin(_gather_batch)
+bias_act, bias_act_parallel = twin(_bias_act)
+mask_colsum, mask_colsum_parallel = twin(_mask_colsum)
+
+
+@njit
+def small_forward(H, W, b, code, alpha, A):
     """A = f(H @ W + b) as a compiled loop (products too small for BLAS)."""
     n, n_in = H.shape
     n_out = W.shape[1]
@@ -81,39 +113,23 @@ def _small_forward(H, W, b, code, alpha, A):
             A[i, j] = activate(A[i, j], code, alpha)
 
 
-def _mask_colsum(G, A, code, alpha, dZ, db):
-    """dZ = G * f'(A) and db = column sums of dZ, in one pass (G may be dZ).
-
-    Threads own blocks of columns, so the column sums need no per-thread partials; each sum
-    runs down the rows in order, as the layer path's bias gradient does."""
-    n, m = G.shape
-    n_blocks = (m + _COL_BLOCK - 1) // _COL_BLOCK
-    for c in prange(n_blocks):
-        j0 = c * _COL_BLOCK
-        j1 = min(j0 + _COL_BLOCK, m)
-        for j in range(j0, j1):
-            db[j] = 0
-        for i in range(n):
-            for j in range(j0, j1):
-                d = G[i, j] * derivative(A[i, j], code, alpha)
-                dZ[i, j] = d
-                db[j] += d
-
-
-def _small_weight_grad(H, dZ, dW):
-    """dW = H.T @ dZ as a compiled loop; threads own rows of dW."""
+@njit
+def small_weight_grad(H, dZ, dW):
+    """dW = H.T @ dZ as a compiled loop."""
     n, n_in = H.shape
     n_out = dZ.shape[1]
     for p in range(n_in):
         for j in range(n_out):
             dW[p, j] = 0
-        for i in range(n):
+    for i in range(n):
+        for p in range(n_in):
             x = H[i, p]
             for j in range(n_out):
                 dW[p, j] += x * dZ[i, j]
 
 
-def _small_input_grad(dZ, W, dH):
+@njit
+def small_input_grad(dZ, W, dH):
     """dH = dZ @ W.T as a compiled loop (the mask is applied afterwards)."""
     n, n_out = dZ.shape
     n_in = W.shape[0]
@@ -125,14 +141,18 @@ def _small_input_grad(dZ, W, dH):
             dH[i, p] = acc
 
 
-def _softmax_xent_rows(Z, y, start, order, dZ):
+@njit
+def softmax_xent_rows(Z, y, start, order, dZ, db):
     """Softmax cross-entropy of logits Z (m, k) against labels y[order[start + i]].
 
-    Writes dZ = (softmax(Z) - onehot) / m and returns (sum of row losses, correct rows)."""
+    Writes dZ = (softmax(Z) - onehot) / m and db = its column sums; returns (sum of row
+    losses, rows whose arg-max is the label)."""
     m, k = Z.shape
     inv_m = Z.dtype.type(1.0 / m)
     total = 0.0
     correct = 0
+    for j in range(k):
+        db[j] = 0
     for i in range(m):
         t = y[order[start + i]]
         mx = Z[i, 0]
@@ -149,12 +169,15 @@ def _softmax_xent_rows(Z, y, start, order, dZ):
         for j in range(k):
             dZ[i, j] = math.exp(Z[i, j] - lse) * inv_m
         dZ[i, t] -= inv_m
+        for j in range(k):
+            db[j] += dZ[i, j]
         if best == t:
             correct += 1
     return total, correct
 
 
-def _mse_rows(Y, T, start, order, dY):
+@njit
+def mse_rows(Y, T, start, order, dY):
     """Squared error of Y (m, k) against T[order[start + i]]; dY = 2 (Y - T) / (m k).
 
     Returns (m times the batch's mean squared error, 0): the sum of per-sample losses, as
@@ -173,26 +196,12 @@ def _mse_rows(Y, T, start, order, dY):
     return total / k, 0
 
 
-# Passes over a whole layer get a parallel build; the compiled product loops (below SMALL_WORK,
-# a few microseconds) and the loss pass (batch x classes) stay serial: waking the thread pool
-# costs more than they take, and every parallel build adds seconds to the one-off compilation.
-gather_batch, gather_batch_parallel = twin(_gather_batch)
-bias_act, bias_act_parallel = twin(_bias_act)
-mask_colsum, mask_colsum_parallel = twin(_mask_colsum)
-small_forward = njit(_small_forward)
-small_weight_grad = njit(_small_weight_grad)
-small_input_grad = njit(_small_input_grad)
-softmax_xent_rows = njit(_softmax_xent_rows)
-mse_rows = njit(_mse_rows)
-
-
-# -- one layer, forward and backward -------------------------------------------------------------
+# -- one layer ---------------------------------------------------------------------------------
 @njit
-def _layer_forward(H, W, b, code, alpha, A, par_min, threads):
+def _forward(H, W, b, code, alpha, A, par):
     n, n_in = H.shape
     n_out = W.shape[1]
-    par = threads > 1 and A.size >= par_min
-    if n * n_in * n_out < SMALL_WORK:
+    if small_product(n, n_in, n_out):
         small_forward(H, W, b, code, alpha, A)
         return
     gemm(False, False, 1.0, H, W, 0.0, A)
@@ -203,60 +212,70 @@ def _layer_forward(H, W, b, code, alpha, A, par_min, threads):
 
 
 @njit
-def _weight_grad(H, dZ, dW, par_min, threads):
-    n, n_in = H.shape
-    n_out = dZ.shape[1]
-    if n * n_in * n_out < SMALL_WORK:
-        small_weight_grad(H, dZ, dW)
-        return
-    gemm(True, False, 1.0, H, dZ, 0.0, dW)
-
-
-@njit
-def _input_grad(dZ, W, A_prev, code, alpha, dH, db_prev, par_min, threads):
-    """dH = (dZ @ W.T) * f'(A_prev), and db_prev = column sums of dH."""
+def _input_grad(dZ, W, A_prev, code, alpha, dH, db_prev, partial, n_blocks):
+    """dH = (dZ @ W.T) * f'(A_prev) and db_prev = its column sums."""
     n, n_out = dZ.shape
     n_in = W.shape[0]
-    par = threads > 1 and dH.size >= par_min
-    if n * n_in * n_out < SMALL_WORK:
+    if small_product(n, n_in, n_out):
         small_input_grad(dZ, W, dH)
     else:
         gemm(False, True, 1.0, dZ, W, 0.0, dH)
-    if par:
-        mask_colsum_parallel(dH, A_prev, code, alpha, dH, db_prev)
+    if n_blocks > 1:
+        part = partial[: n_blocks * n_in].reshape((n_blocks, n_in))
+        mask_colsum_parallel(dH, A_prev, code, alpha, dH, part)
+        for j in range(n_in):
+            s = part[0, j]
+            for c in range(1, n_blocks):
+                s += part[c, j]
+            db_prev[j] = s
     else:
-        mask_colsum(dH, A_prev, code, alpha, dH, db_prev)
+        mask_colsum(dH, A_prev, code, alpha, dH, db_prev[:n_in].reshape((1, n_in)))
 
 
 @njit
-def _colsum(dZ, db):
-    n, m = dZ.shape
-    for j in range(m):
-        db[j] = 0
-    for i in range(n):
-        for j in range(m):
-            db[j] += dZ[i, j]
-
-
-# -- the driver --------------------------------------------------------------------------------
-@njit
-def _sgd_or_adam(opt_kind, hyper, step, params, grads, state1, state2, par):
+def _update(opt_kind, hyper, step, p, g, s1, s2, par):
+    """The optimizer's rule on one slice of the flat buffers (every element independently)."""
     lr = hyper[H_LR]
     wd = hyper[H_WEIGHT_DECAY]
     if opt_kind == OPT_SGD:
         mu, damp, nesterov = hyper[H_MOMENTUM], hyper[H_DAMPENING], hyper[H_NESTEROV] != 0
         if par:
-            sgd_update_parallel(params, grads, state1, lr, mu, damp, wd, nesterov, step == 1)
+            sgd_update_parallel(p, g, s1, lr, mu, damp, wd, nesterov, step == 1)
         else:
-            sgd_update(params, grads, state1, lr, mu, damp, wd, nesterov, step == 1)
+            sgd_update(p, g, s1, lr, mu, damp, wd, nesterov, step == 1)
     else:
         b1, b2, eps, dec = hyper[H_BETA1], hyper[H_BETA2], hyper[H_EPS], hyper[H_DECOUPLED] != 0
         if par:
-            adam_update_parallel(params, grads, state1, state2, lr, b1, b2, eps, wd, dec, step)
+            adam_update_parallel(p, g, s1, s2, lr, b1, b2, eps, wd, dec, step)
         else:
-            adam_update(params, grads, state1, state2, lr, b1, b2, eps, wd, dec, step)
+            adam_update(p, g, s1, s2, lr, b1, b2, eps, wd, dec, step)
 
 
+@njit
+def _weight_grad_update(
+    H, dZ, o, n_in, n_out, opt_kind, hyper, step, fold, params, grads, s1, s2, par
+):
+    """Weight gradient of one layer (its weights start at ``o`` in the flat buffers) and the
+    optimizer update of those weights; with ``fold`` (plain SGD) both in one gemm."""
+    size = n_in * n_out
+    W = params[o : o + size].reshape((n_in, n_out))
+    dW = grads[o : o + size].reshape((n_in, n_out))
+    n = H.shape[0]
+    if fold and not small_product(n, n_in, n_out):
+        lr = hyper[H_LR]
+        gemm(True, False, -lr, H, dZ, 1.0 - lr * hyper[H_WEIGHT_DECAY], W)
+        return
+    if small_product(n, n_in, n_out):
+        small_weight_grad(H, dZ, dW)
+    else:
+        gemm(True, False, 1.0, H, dZ, 0.0, dW)
+    _update(
+        opt_kind, hyper, step, params[o : o + size], grads[o : o + size], s1[o : o + size],
+        s2[o : o + size], par,
+    )  # fmt: skip
+
+
+# -- the driver --------------------------------------------------------------------------------
 @njit
 def train_batches(
     X,
@@ -293,13 +312,11 @@ def train_batches(
     batch size (the last batch may be smaller).  Layers: sizes (L + 1,), w_off, b_off, codes
     (L,) int64 and alphas (L,) float64 as in the module docstring.  The optimizer (OPT_SGD or
     OPT_ADAM, with ``hyper`` and the step count ``step0`` before this call) updates ``params``
-    from ``grads`` with its state in ``state1``/``state2`` (momentum buffer; Adam's moments).
-    ``par_min`` and ``threads``: passes touching at least ``par_min`` elements run their
-    parallel build when ``threads > 1``.  ``work`` is scratch laid out by ``workspace_layout``
-    (``layout``: where each layer's activations and deltas, the zero bias and the scratch bias
-    gradient start).  Stops after
-    the first batch whose loss is not finite (before its backward pass), with
-    ``stats[S_FINITE] = 0``.
+    from ``grads`` with its state in ``state1``/``state2`` (momentum buffer; Adam's moments;
+    unused ones may be any array of the parameters' size).  Passes touching at least
+    ``par_min`` elements run their parallel build when ``threads > 1``.  ``work`` is scratch
+    laid out by ``workspace_layout`` (``layout``).  Stops at the first batch whose loss is not
+    finite, before its backward pass, with ``stats[S_FINITE] = 0``.
     """
     L = sizes.shape[0] - 1
     n = X.shape[0]
@@ -311,13 +328,16 @@ def train_batches(
     width = layout[2 * L + 1] - layout[2 * L]
     zero_b = work[layout[2 * L] : layout[2 * L] + width]
     scratch_db = work[layout[2 * L + 1] : layout[2 * L + 1] + width]
+    partial = work[layout[2 * L + 2] :]
+    max_blocks = partial.shape[0] // width
     for j in range(width):
         zero_b[j] = 0
-    par_update = threads > 1 and params.shape[0] >= par_min
+    fold = opt_kind == OPT_SGD and hyper[H_MOMENTUM] == 0
 
     for bi in range(first, last):
         start = bi * batch
         m = min(start + batch, n) - start
+        step = step0 + bi - first + 1
         xb = work[: m * sizes[0]].reshape((m, sizes[0]))
         if threads > 1 and xb.size >= par_min:
             gather_batch_parallel(X, order, start, xb)
@@ -330,58 +350,66 @@ def train_batches(
             W = params[w_off[k] : w_off[k] + n_in * n_out].reshape((n_in, n_out))
             b = params[b_off[k] : b_off[k] + n_out] if b_off[k] >= 0 else zero_b[:n_out]
             A = work[layout[k] : layout[k] + m * n_out].reshape((m, n_out))
-            _layer_forward(H, W, b, codes[k], t(alphas[k]), A, par_min, threads)
+            par = threads > 1 and A.size >= par_min
+            _forward(H, W, b, codes[k], t(alphas[k]), A, par)
             H = A
-        # -- loss --------------------------------------------------------------------------
+        # -- loss: dZ of the last layer and its bias gradient --------------------------------
         k_out = sizes[L]
-        dZ = work[layout[L + L - 1] : layout[L + L - 1] + m * k_out].reshape((m, k_out))
-        par = threads > 1 and dZ.size >= par_min
+        dZ = work[layout[2 * L - 1] : layout[2 * L - 1] + m * k_out].reshape((m, k_out))
+        db = grads[b_off[L - 1] : b_off[L - 1] + k_out] if b_off[L - 1] >= 0 else scratch_db
         if loss_kind == LOSS_SOFTMAX_XENT:
-            total, correct = softmax_xent_rows(H, y, start, order, dZ)
+            total, correct = softmax_xent_rows(H, y, start, order, dZ, db)
         else:
             total, correct = mse_rows(H, T, start, order, dZ)
+        if loss_kind != LOSS_SOFTMAX_XENT or codes[L - 1] != 0:
+            # the output layer's own activation (e.g. a sigmoid before MSE), and the bias sums
+            db2 = db[:k_out].reshape((1, k_out))
+            mask_colsum(dZ, H, codes[L - 1], t(alphas[L - 1]), dZ, db2)
         if not math.isfinite(total):
             stats[S_FINITE] = 0.0
             return
         stats[S_LOSS] += total
         stats[S_CORRECT] += correct
-        # -- backward ----------------------------------------------------------------------
-        db = grads[b_off[L - 1] : b_off[L - 1] + k_out] if b_off[L - 1] >= 0 else scratch_db
-        if codes[L - 1] != 0:
-            if par:
-                mask_colsum_parallel(dZ, H, codes[L - 1], t(alphas[L - 1]), dZ, db)
-            else:
-                mask_colsum(dZ, H, codes[L - 1], t(alphas[L - 1]), dZ, db)
-        else:
-            _colsum(dZ, db)
+        # -- backward and update, layer by layer ---------------------------------------------
         for k in range(L - 1, -1, -1):
             n_in, n_out = sizes[k], sizes[k + 1]
-            W = params[w_off[k] : w_off[k] + n_in * n_out].reshape((n_in, n_out))
-            dW = grads[w_off[k] : w_off[k] + n_in * n_out].reshape((n_in, n_out))
-            if k == 0:
-                _weight_grad(xb, dZ, dW, par_min, threads)
-                break
-            H = work[layout[k - 1] : layout[k - 1] + m * n_in].reshape((m, n_in))
-            _weight_grad(H, dZ, dW, par_min, threads)
-            dH = work[layout[L + k - 1] : layout[L + k - 1] + m * n_in].reshape((m, n_in))
-            db = grads[b_off[k - 1] : b_off[k - 1] + n_in] if b_off[k - 1] >= 0 else scratch_db
-            _input_grad(dZ, W, H, codes[k - 1], t(alphas[k - 1]), dH, db, par_min, threads)
-            dZ = dH
-        # -- update ------------------------------------------------------------------------
-        step = step0 + bi - first + 1
-        _sgd_or_adam(opt_kind, hyper, step, params, grads, state1, state2, par_update)
+            H = xb if k == 0 else work[layout[k - 1] : layout[k - 1] + m * n_in].reshape((m, n_in))
+            if k > 0:
+                # input gradient first: it needs this layer's weights before their update
+                W = params[w_off[k] : w_off[k] + n_in * n_out].reshape((n_in, n_out))
+                dH = work[layout[L + k - 1] : layout[L + k - 1] + m * n_in].reshape((m, n_in))
+                if b_off[k - 1] >= 0:
+                    db_prev = grads[b_off[k - 1] : b_off[k - 1] + n_in]
+                else:
+                    db_prev = scratch_db
+                blocks = min(threads, max_blocks) if threads > 1 and dH.size >= par_min else 1
+                _input_grad(dZ, W, H, codes[k - 1], t(alphas[k - 1]), dH, db_prev, partial, blocks)
+            par = threads > 1 and n_in * n_out >= par_min
+            _weight_grad_update(
+                H, dZ, w_off[k], n_in, n_out, opt_kind, hyper, step, fold, params, grads,
+                state1, state2, par,
+            )  # fmt: skip
+            if b_off[k] >= 0:
+                o = b_off[k]
+                _update(
+                    opt_kind, hyper, step, params[o : o + n_out], grads[o : o + n_out],
+                    state1[o : o + n_out], state2[o : o + n_out], False,
+                )  # fmt: skip
+            if k > 0:
+                dZ = dH
         stats[S_STEPS] += 1.0
 
 
-def workspace_layout(sizes, batch, n):
+def workspace_layout(sizes, batch, n, max_threads):
     """(layout, total): offsets into the scratch buffer ``train_batches`` uses, for layer
-    widths ``sizes`` (L + 1,), batch size ``batch`` and ``n`` samples.  A plain-Python helper
-    for the caller.
+    widths ``sizes`` (L + 1,), batch size ``batch``, ``n`` samples and at most
+    ``max_threads`` threads.  A plain-Python helper for the caller.
 
     layout[k] (k < L) is where layer k's output activations start, layout[L + k] its delta
     (the gradient at its pre-activation), layout[2L] a zero bias and layout[2L + 1] a scratch
-    bias gradient (for layers without bias), each of the largest layer width.  The batch's
-    gathered inputs sit at offset 0."""
+    bias gradient (for layers without bias), each of the largest layer width, and
+    layout[2L + 2] the per-thread partial column sums (max_threads rows of that width).  The
+    batch's gathered inputs sit at offset 0."""
     mb = min(batch, n)
     L = len(sizes) - 1
     width = max(sizes[1:])
@@ -393,9 +421,8 @@ def workspace_layout(sizes, batch, n):
     for k in range(L):
         layout.append(pos)
         pos += mb * sizes[k + 1]
-    layout.append(pos)
-    layout.append(pos + width)
-    return layout, pos + 2 * width
+    layout += [pos, pos + width, pos + 2 * width]
+    return layout, pos + (2 + max(1, max_threads)) * width
 
 
 __all__ = [

@@ -32,18 +32,21 @@ SHAPES_2D = [(1, 1), (1, 7), (9, 1), (13, 17), (67, 33)]
 
 
 def _dense_shapes():
-    """(n, n_in, n_out) below and above SMALL_WORK, with 1-row and 1-column cases on each side.
-    Derived from SMALL_WORK so they stay on the intended side if the threshold is re-measured."""
-    small = [(1, 1, 1), (1, 7, 3), (5, 1, 9), (13, 17, 11), (7, 29, 1)]
+    """(n, n_in, n_out) on each side of ``kernels.dense.small_product`` (compiled loop for at
+    most SMALL_WORK multiply-adds or a single row, BLAS otherwise), with 1-row and 1-column
+    cases.  Derived from SMALL_WORK so they stay on the intended side if it is re-measured."""
+    small_product = K.dense.small_product
+    small = [(1, 1, 1), (1, 7, 3), (5, 1, 9), (2, 7, SMALL_WORK // 14), (1, 129, 40)]
+    small.append((SMALL_WORK // 29, 29, 1))
     big = [
-        (1, 129, SMALL_WORK // 129 + 3),  # one row, BLAS
+        (2, 129, SMALL_WORK // 129 + 3),  # two rows, BLAS
         (SMALL_WORK // (11 * 7) + 5, 11, 7),  # many rows, few features
         (SMALL_WORK // 1000 + 3, 1, 1000),  # one input column
         (SMALL_WORK // 37 + 1, 37, 1),  # one output column
         (37, 45, SMALL_WORK // (37 * 45) + 2),
     ]
-    assert all(n * a * b <= SMALL_WORK for n, a, b in small)
-    assert all(n * a * b > SMALL_WORK for n, a, b in big)
+    assert all(small_product(n, a, b) for n, a, b in small)
+    assert not any(small_product(n, a, b) for n, a, b in big)
     return [pytest.param(s, id=f"small{s}") for s in small] + [
         pytest.param(s, id=f"blas{s}") for s in big
     ]
