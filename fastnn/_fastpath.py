@@ -13,12 +13,9 @@ always use the layer-by-layer path, e.g. to compare the two.
 
 import os
 
-import numba
 import numpy as np
 
 from fastnn.kernels import epoch as E
-
-from . import _threads
 
 ENABLED = os.environ.get("FASTNN_FASTPATH", "1") != "0"
 
@@ -116,7 +113,7 @@ class FastEpochRunner:
         )
         self.codes = np.array([s.code for s in stages], np.int64)
         self.alphas = np.array([s.alpha for s in stages], np.float64)
-        layout, total = E.workspace_layout(sizes, batch_size, n, numba.config.NUMBA_NUM_THREADS)
+        layout, total = E.workspace_layout(sizes, batch_size, n)
         self.layout = np.array(layout, np.int64)
         self.work = np.empty(total, dtype)
         self.hyper = np.zeros(E.N_HYPER, np.float64)
@@ -163,8 +160,6 @@ class FastEpochRunner:
             self.opt_kind,
             self.hyper,
             opt.step_count,
-            _threads.PARALLEL_MIN_WORK,
-            _threads.get_num_threads(),
             self.params,
             self.grads,
             self.state1,

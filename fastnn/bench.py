@@ -22,6 +22,7 @@ first epoch of a small fit after ``import fastnn`` (kernel cache warm).
 """
 
 import argparse
+import functools
 import gc
 import statistics
 import subprocess
@@ -30,6 +31,8 @@ import time
 import warnings
 
 import numpy as np
+
+print = functools.partial(print, flush=True)  # noqa: A001  (progress shows when piped)
 
 DEFAULT_SHAPES = (
     "784-100-10@64",
@@ -44,6 +47,8 @@ LEARNING_RATE = 0.01
 TARGET_FLOOR_SECONDS = 0.05
 #: predict runs by default only where one forward pass over the rows is at most this many FLOPs
 PREDICT_DEFAULT_MAX_FLOPS = 2e11
+#: idle time before each timed call (see ``interleaved``)
+PAUSE_SECONDS = 0.2
 
 
 # -- shapes and data ---------------------------------------------------------------------------
@@ -308,11 +313,14 @@ FACTORIES = {
 
 
 # -- timing ------------------------------------------------------------------------------------
-def interleaved(runs, repeats, warmup=1):
+def interleaved(runs, repeats, warmup=1, pause=PAUSE_SECONDS):
     """Median seconds of each callable in ``runs`` (a dict), timed in interleaved rounds.
 
     Each callable runs ``warmup`` untimed times first (compilation, caches, thread pools).
-    The garbage collector is off while a call is timed.
+    The garbage collector is off while a call is timed, and each call starts ``pause`` seconds
+    after the previous one ended: idle BLAS and OpenMP worker threads keep spinning for up to
+    ~0.1 s after their last task (OpenBLAS's default THREAD_TIMEOUT is 2^28 cycles), and
+    would otherwise take a core from whichever library runs next.
     """
     for fn in runs.values():
         for _ in range(warmup):
@@ -321,6 +329,7 @@ def interleaved(runs, repeats, warmup=1):
     for _ in range(repeats):
         for name, fn in runs.items():
             gc.collect()
+            time.sleep(pause)
             gc.disable()
             try:
                 t0 = time.perf_counter()
@@ -372,7 +381,7 @@ def bench_training(args, peers):
         n = args.samples or default_samples(sizes, batch)
         X, y = make_data(sizes, n, args.dtype)
         runs = {name: FACTORIES[name](sizes, batch, X, y, args.dtype) for name in peers}
-        med, _ = interleaved(runs, args.repeats)
+        med, _ = interleaved(runs, args.repeats, pause=args.pause)
         floor = med.get("floor")
         print(
             f"\n{shape_name(sizes, batch)}: {n} samples ({-(-n // batch)} batches), "
@@ -466,7 +475,7 @@ def bench_predict(args, peers, force):
                     return tmodel(Xt)
 
             runs["torch"] = torch_predict
-        med, _ = interleaved(runs, args.repeats)
+        med, _ = interleaved(runs, args.repeats, pause=args.pause)
         cells = [shape_name(sizes), str(args.predict_rows), _fmt_time(med["fastnn"]).strip()]
         if "torch" in med:
             cells += [_fmt_time(med["torch"]).strip(), f"{med['torch'] / med['fastnn']:.2f}x"]
@@ -568,6 +577,13 @@ def add_parser(subparsers):
         "--predict-rows", type=int, default=100_000, help="rows for predict (default: 100000)"
     )
     p.add_argument("--no-startup", action="store_true", help="leave out the start-up timing")
+    p.add_argument(
+        "--pause",
+        type=float,
+        default=PAUSE_SECONDS,
+        help=f"idle seconds before each timed run, so idle threads of the previous library stop "
+        f"spinning (default: {PAUSE_SECONDS})",
+    )
     p.add_argument("--markdown", action="store_true", help="summary tables in Markdown")
     return p
 

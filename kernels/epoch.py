@@ -23,19 +23,24 @@ gradient is then never stored (``Parameter.grad`` of the weights is left as it w
 saves a write and a read of every weight per step (about 3% of a 784-1024-1024-1024-10 step).
 
 Products go to BLAS (``_blas.gemm``) unless ``dense.small_product`` says a compiled loop is
-faster.  The elementwise passes run their parallel build when ``threads > 1`` and the pass
-touches at least ``par_min`` elements; the caller decides (see ``fastnn._fastpath``).
+faster.
+
+Threads: every pass here is serial and BLAS brings the parallelism.  Measured on the 2-core
+reference machine (2 threads, one epoch / the GEMM floor): with the elementwise passes in
+numba's parallel builds 784-100-10@64 took 45x the floor and 784-512-512-10@256 7.9x, with
+serial passes 1.47x and 1.40x.  numba's OpenMP workers spin after a parallel region and
+starve the OpenBLAS worker that needs the same core (and OpenBLAS's idle workers spin for
+~0.1 s after each product); even with passive OpenMP waiting (OMP_WAIT_POLICY=PASSIVE)
+parallel passes stayed slower (1.91x vs 1.45x), since each region then pays a wake-up.
 """
 
 import math
 
-from numba import prange
-
 from ._blas import gemm
-from ._config import njit, twin
+from ._config import njit
 from .activations import activate, derivative
 from .dense import small_product
-from .optim import adam_update, adam_update_parallel, sgd_update, sgd_update_parallel
+from .optim import adam_update, sgd_update
 
 LOSS_SOFTMAX_XENT = 0  # logits + integer labels
 LOSS_MSE = 1  # outputs + real targets (n, k)
@@ -53,48 +58,43 @@ S_LOSS, S_CORRECT, S_FINITE, S_STEPS = 0, 1, 2, 3
 N_STATS = 4
 
 
-# -- elementwise passes ------------------------------------------------------------------------
-def _gather_batch(X, order, start, xb):
+# -- elementwise passes (serial: see "Threads" in the module docstring) -------------------------
+@njit
+def gather_batch(X, order, start, xb):
     """xb[r] = X[order[start + r]] for every row r of xb."""
     m, k = xb.shape
-    for r in prange(m):
+    for r in range(m):
         src = order[start + r]
         for j in range(k):
             xb[r, j] = X[src, j]
 
 
-def _bias_act(A, b, code, alpha):
+@njit
+def bias_act(A, b, code, alpha):
     """A = f(A + b) in place (after a BLAS product)."""
     n, m = A.shape
-    for i in prange(n):
+    for i in range(n):
         for j in range(m):
             A[i, j] = activate(A[i, j] + b[j], code, alpha)
 
 
-def _mask_colsum(G, A, code, alpha, dZ, partial):
-    """dZ = G * f'(A) (G may be dZ), and the column sums of dZ.
+@njit
+def mask_colsum(dZ, A, code, alpha, db):
+    """dZ *= f'(A) in place (skipped for the identity), then db = column sums of dZ.
 
-    Row block c of ``partial.shape[0]`` blocks writes its column sums into ``partial[c]``
-    (each thread owns its block's rows and its row of partial sums); with one block,
-    ``partial[0]`` is the bias gradient itself, summed down the rows in order as the layer
-    path does.  The sweep runs along rows so the inner loop is contiguous (a column-blocked
-    sweep kept numba's wrap-around index checks and was 4-8x slower, see batch norm)."""
-    n, m = G.shape
-    n_blocks = partial.shape[0]
-    for c in prange(n_blocks):
-        pc = partial[c]
-        for j in range(m):
-            pc[j] = 0
-        for i in range(c * n // n_blocks, (c + 1) * n // n_blocks):
+    Two sweeps along rows, each of which vectorises.  Fused into one sweep (mask, store, add
+    to db) the in-place version ran 3.7 ms instead of 0.22 ms on 512x1024 float32: the store
+    into dZ and the update of db could alias, so nothing vectorised."""
+    n, m = dZ.shape
+    if code != 0:
+        for i in range(n):
             for j in range(m):
-                d = G[i, j] * derivative(A[i, j], code, alpha)
-                dZ[i, j] = d
-                pc[j] += d
-
-
-gather_batch, gather_batch_parallel = twin(_gather_batch)
-bias_act, bias_act_parallel = twin(_bias_act)
-mask_colsum, mask_colsum_parallel = twin(_mask_colsum)
+                dZ[i, j] *= derivative(A[i, j], code, alpha)
+    for j in range(m):
+        db[j] = 0
+    for i in range(n):
+        for j in range(m):
+            db[j] += dZ[i, j]
 
 
 @njit
@@ -163,11 +163,13 @@ def softmax_xent_rows(Z, y, start, order, dZ, db):
                 best = j
         s = Z[i, 0] * 0
         for j in range(k):
-            s += math.exp(Z[i, j] - mx)
-        lse = mx + math.log(s)
-        total += lse - Z[i, t]
+            e = math.exp(Z[i, j] - mx)
+            dZ[i, j] = e
+            s += e
+        total += mx + math.log(s) - Z[i, t]
+        r = inv_m / s
         for j in range(k):
-            dZ[i, j] = math.exp(Z[i, j] - lse) * inv_m
+            dZ[i, j] *= r
         dZ[i, t] -= inv_m
         for j in range(k):
             db[j] += dZ[i, j]
@@ -198,21 +200,18 @@ def mse_rows(Y, T, start, order, dY):
 
 # -- one layer ---------------------------------------------------------------------------------
 @njit
-def _forward(H, W, b, code, alpha, A, par):
+def _forward(H, W, b, code, alpha, A):
     n, n_in = H.shape
     n_out = W.shape[1]
     if small_product(n, n_in, n_out):
         small_forward(H, W, b, code, alpha, A)
-        return
-    gemm(False, False, 1.0, H, W, 0.0, A)
-    if par:
-        bias_act_parallel(A, b, code, alpha)
     else:
+        gemm(False, False, 1.0, H, W, 0.0, A)
         bias_act(A, b, code, alpha)
 
 
 @njit
-def _input_grad(dZ, W, A_prev, code, alpha, dH, db_prev, partial, n_blocks):
+def _input_grad(dZ, W, A_prev, code, alpha, dH, db_prev):
     """dH = (dZ @ W.T) * f'(A_prev) and db_prev = its column sums."""
     n, n_out = dZ.shape
     n_in = W.shape[0]
@@ -220,41 +219,24 @@ def _input_grad(dZ, W, A_prev, code, alpha, dH, db_prev, partial, n_blocks):
         small_input_grad(dZ, W, dH)
     else:
         gemm(False, True, 1.0, dZ, W, 0.0, dH)
-    if n_blocks > 1:
-        part = partial[: n_blocks * n_in].reshape((n_blocks, n_in))
-        mask_colsum_parallel(dH, A_prev, code, alpha, dH, part)
-        for j in range(n_in):
-            s = part[0, j]
-            for c in range(1, n_blocks):
-                s += part[c, j]
-            db_prev[j] = s
-    else:
-        mask_colsum(dH, A_prev, code, alpha, dH, db_prev[:n_in].reshape((1, n_in)))
+    mask_colsum(dH, A_prev, code, alpha, db_prev)
 
 
 @njit
-def _update(opt_kind, hyper, step, p, g, s1, s2, par):
+def _update(opt_kind, hyper, step, p, g, s1, s2):
     """The optimizer's rule on one slice of the flat buffers (every element independently)."""
     lr = hyper[H_LR]
     wd = hyper[H_WEIGHT_DECAY]
     if opt_kind == OPT_SGD:
         mu, damp, nesterov = hyper[H_MOMENTUM], hyper[H_DAMPENING], hyper[H_NESTEROV] != 0
-        if par:
-            sgd_update_parallel(p, g, s1, lr, mu, damp, wd, nesterov, step == 1)
-        else:
-            sgd_update(p, g, s1, lr, mu, damp, wd, nesterov, step == 1)
+        sgd_update(p, g, s1, lr, mu, damp, wd, nesterov, step == 1)
     else:
         b1, b2, eps, dec = hyper[H_BETA1], hyper[H_BETA2], hyper[H_EPS], hyper[H_DECOUPLED] != 0
-        if par:
-            adam_update_parallel(p, g, s1, s2, lr, b1, b2, eps, wd, dec, step)
-        else:
-            adam_update(p, g, s1, s2, lr, b1, b2, eps, wd, dec, step)
+        adam_update(p, g, s1, s2, lr, b1, b2, eps, wd, dec, step)
 
 
 @njit
-def _weight_grad_update(
-    H, dZ, o, n_in, n_out, opt_kind, hyper, step, fold, params, grads, s1, s2, par
-):
+def _weight_grad_update(H, dZ, o, n_in, n_out, opt_kind, hyper, step, fold, params, grads, s1, s2):
     """Weight gradient of one layer (its weights start at ``o`` in the flat buffers) and the
     optimizer update of those weights; with ``fold`` (plain SGD) both in one gemm."""
     size = n_in * n_out
@@ -269,10 +251,8 @@ def _weight_grad_update(
         small_weight_grad(H, dZ, dW)
     else:
         gemm(True, False, 1.0, H, dZ, 0.0, dW)
-    _update(
-        opt_kind, hyper, step, params[o : o + size], grads[o : o + size], s1[o : o + size],
-        s2[o : o + size], par,
-    )  # fmt: skip
+    e = o + size
+    _update(opt_kind, hyper, step, params[o:e], grads[o:e], s1[o:e], s2[o:e])
 
 
 # -- the driver --------------------------------------------------------------------------------
@@ -294,8 +274,6 @@ def train_batches(
     opt_kind,
     hyper,
     step0,
-    par_min,
-    threads,
     params,
     grads,
     state1,
@@ -313,10 +291,9 @@ def train_batches(
     (L,) int64 and alphas (L,) float64 as in the module docstring.  The optimizer (OPT_SGD or
     OPT_ADAM, with ``hyper`` and the step count ``step0`` before this call) updates ``params``
     from ``grads`` with its state in ``state1``/``state2`` (momentum buffer; Adam's moments;
-    unused ones may be any array of the parameters' size).  Passes touching at least
-    ``par_min`` elements run their parallel build when ``threads > 1``.  ``work`` is scratch
-    laid out by ``workspace_layout`` (``layout``).  Stops at the first batch whose loss is not
-    finite, before its backward pass, with ``stats[S_FINITE] = 0``.
+    unused ones may be any array of the parameters' size).  ``work`` is scratch laid out by
+    ``workspace_layout`` (``layout``).  Stops at the first batch whose loss is not finite,
+    before its backward pass, with ``stats[S_FINITE] = 0``.
     """
     L = sizes.shape[0] - 1
     n = X.shape[0]
@@ -328,8 +305,6 @@ def train_batches(
     width = layout[2 * L + 1] - layout[2 * L]
     zero_b = work[layout[2 * L] : layout[2 * L] + width]
     scratch_db = work[layout[2 * L + 1] : layout[2 * L + 1] + width]
-    partial = work[layout[2 * L + 2] :]
-    max_blocks = partial.shape[0] // width
     for j in range(width):
         zero_b[j] = 0
     fold = opt_kind == OPT_SGD and hyper[H_MOMENTUM] == 0
@@ -339,10 +314,7 @@ def train_batches(
         m = min(start + batch, n) - start
         step = step0 + bi - first + 1
         xb = work[: m * sizes[0]].reshape((m, sizes[0]))
-        if threads > 1 and xb.size >= par_min:
-            gather_batch_parallel(X, order, start, xb)
-        else:
-            gather_batch(X, order, start, xb)
+        gather_batch(X, order, start, xb)
         # -- forward -----------------------------------------------------------------------
         H = xb
         for k in range(L):
@@ -350,8 +322,7 @@ def train_batches(
             W = params[w_off[k] : w_off[k] + n_in * n_out].reshape((n_in, n_out))
             b = params[b_off[k] : b_off[k] + n_out] if b_off[k] >= 0 else zero_b[:n_out]
             A = work[layout[k] : layout[k] + m * n_out].reshape((m, n_out))
-            par = threads > 1 and A.size >= par_min
-            _forward(H, W, b, codes[k], t(alphas[k]), A, par)
+            _forward(H, W, b, codes[k], t(alphas[k]), A)
             H = A
         # -- loss: dZ of the last layer and its bias gradient --------------------------------
         k_out = sizes[L]
@@ -363,8 +334,7 @@ def train_batches(
             total, correct = mse_rows(H, T, start, order, dZ)
         if loss_kind != LOSS_SOFTMAX_XENT or codes[L - 1] != 0:
             # the output layer's own activation (e.g. a sigmoid before MSE), and the bias sums
-            db2 = db[:k_out].reshape((1, k_out))
-            mask_colsum(dZ, H, codes[L - 1], t(alphas[L - 1]), dZ, db2)
+            mask_colsum(dZ, H, codes[L - 1], t(alphas[L - 1]), db)
         if not math.isfinite(total):
             stats[S_FINITE] = 0.0
             return
@@ -375,41 +345,35 @@ def train_batches(
             n_in, n_out = sizes[k], sizes[k + 1]
             H = xb if k == 0 else work[layout[k - 1] : layout[k - 1] + m * n_in].reshape((m, n_in))
             if k > 0:
-                # input gradient first: it needs this layer's weights before their update
+                # the input gradient first: it needs this layer's weights before their update
                 W = params[w_off[k] : w_off[k] + n_in * n_out].reshape((n_in, n_out))
                 dH = work[layout[L + k - 1] : layout[L + k - 1] + m * n_in].reshape((m, n_in))
                 if b_off[k - 1] >= 0:
                     db_prev = grads[b_off[k - 1] : b_off[k - 1] + n_in]
                 else:
                     db_prev = scratch_db
-                blocks = min(threads, max_blocks) if threads > 1 and dH.size >= par_min else 1
-                _input_grad(dZ, W, H, codes[k - 1], t(alphas[k - 1]), dH, db_prev, partial, blocks)
-            par = threads > 1 and n_in * n_out >= par_min
+                _input_grad(dZ, W, H, codes[k - 1], t(alphas[k - 1]), dH, db_prev)
             _weight_grad_update(
                 H, dZ, w_off[k], n_in, n_out, opt_kind, hyper, step, fold, params, grads,
-                state1, state2, par,
+                state1, state2,
             )  # fmt: skip
             if b_off[k] >= 0:
-                o = b_off[k]
-                _update(
-                    opt_kind, hyper, step, params[o : o + n_out], grads[o : o + n_out],
-                    state1[o : o + n_out], state2[o : o + n_out], False,
-                )  # fmt: skip
+                o, e = b_off[k], b_off[k] + n_out
+                _update(opt_kind, hyper, step, params[o:e], grads[o:e], state1[o:e], state2[o:e])
             if k > 0:
                 dZ = dH
         stats[S_STEPS] += 1.0
 
 
-def workspace_layout(sizes, batch, n, max_threads):
+def workspace_layout(sizes, batch, n):
     """(layout, total): offsets into the scratch buffer ``train_batches`` uses, for layer
-    widths ``sizes`` (L + 1,), batch size ``batch``, ``n`` samples and at most
-    ``max_threads`` threads.  A plain-Python helper for the caller.
+    widths ``sizes`` (L + 1,), batch size ``batch`` and ``n`` samples.  A plain-Python helper
+    for the caller.
 
     layout[k] (k < L) is where layer k's output activations start, layout[L + k] its delta
     (the gradient at its pre-activation), layout[2L] a zero bias and layout[2L + 1] a scratch
-    bias gradient (for layers without bias), each of the largest layer width, and
-    layout[2L + 2] the per-thread partial column sums (max_threads rows of that width).  The
-    batch's gathered inputs sit at offset 0."""
+    bias gradient (for layers without bias), each of the largest layer width.  The batch's
+    gathered inputs sit at offset 0."""
     mb = min(batch, n)
     L = len(sizes) - 1
     width = max(sizes[1:])
@@ -421,8 +385,8 @@ def workspace_layout(sizes, batch, n, max_threads):
     for k in range(L):
         layout.append(pos)
         pos += mb * sizes[k + 1]
-    layout += [pos, pos + width, pos + 2 * width]
-    return layout, pos + (2 + max(1, max_threads)) * width
+    layout += [pos, pos + width]
+    return layout, pos + 2 * width
 
 
 __all__ = [
