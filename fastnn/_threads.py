@@ -6,11 +6,41 @@ import os
 import numba
 from threadpoolctl import threadpool_limits
 
-# Below this many elements of work a kernel runs its serial build: waking numba's thread pool
-# costs a few microseconds, more than a small kernel's whole run on 2 cores.
-PARALLEL_MIN_WORK = 1 << 14
+# Below this many elements of work a kernel runs its serial build.  Measured on the 2-core
+# reference machine (serial / parallel build, us, float32, GOMP_SPINCOUNT=1000 as set below):
+# all_finite 4.6/4.2 at 16k elements, 20.7/13.8 at 64k, 64.6/40.2 at 256k; ReLU forward
+# 2.1/3.2, 11.5/9.3, 39.5/33.3; SGD with momentum 3.9/4.5, 20.0/15.0, 55.0/40.3.  The
+# crossover is between 16k and 64k; 64k leaves room for the cost the parallel build leaves
+# behind (below).
+PARALLEL_MIN_WORK = 1 << 16
 
-_state = {"threads": None, "limits": None}
+# numba's OpenMP workers busy-wait after a parallel region.  libgomp's default (300000 spins,
+# several milliseconds here) starves the BLAS worker that runs on the same core next: one
+# all_finite (1M elements) + 3 products (256x784x512) + an SGD step + 3 products took 19.0 ms
+# with the parallel builds against 7.6 ms serial; with GOMP_SPINCOUNT=1000, 7.9 ms; with 0 or
+# OMP_WAIT_POLICY=PASSIVE, 7.6 ms (but then back-to-back regions each pay a futex wake-up).
+# The count is set just for the moment numba loads its OpenMP library, which fastnn makes happen
+# on its first thread query or parallel kernel (when numba would do it anyway), unless the
+# user set either variable; libraries loaded later (torch's own libgomp) never see it.
+OMP_SPIN_COUNT = 1000
+
+_state = {"threads": None, "limits": None, "pool_ready": False}
+
+
+def _start_thread_pool():
+    """Start numba's thread pool with a short OpenMP spin (see OMP_SPIN_COUNT), once."""
+    _state["pool_ready"] = True
+    if "GOMP_SPINCOUNT" in os.environ or "OMP_WAIT_POLICY" in os.environ:
+        return
+    os.environ["GOMP_SPINCOUNT"] = str(OMP_SPIN_COUNT)
+    try:
+        from numba.np.ufunc import parallel
+
+        parallel._launch_threads()  # loads the threading layer (libgomp reads the variable)
+    except Exception:  # a numba without this private helper: the first kernel starts the pool
+        pass
+    finally:
+        del os.environ["GOMP_SPINCOUNT"]
 
 
 def set_num_threads(n):
@@ -22,6 +52,8 @@ def set_num_threads(n):
     if n < 1:
         raise ValueError(f"n must be a positive integer, got {n}")
     n = min(n, numba.config.NUMBA_NUM_THREADS)
+    if not _state["pool_ready"]:
+        _start_thread_pool()
     numba.set_num_threads(n)
     _state["limits"] = threadpool_limits(limits=n)
     _state["threads"] = n
@@ -29,15 +61,19 @@ def set_num_threads(n):
 
 def get_num_threads():
     """Threads fastnn's kernels use (numba's setting for the calling thread)."""
+    if not _state["pool_ready"]:
+        _start_thread_pool()
     return numba.get_num_threads()
 
 
 def pick(serial, parallel, work):
     """The parallel build of a kernel when more than one thread is set and ``work`` (elements
     touched) is large enough to pay for waking the pool; the serial build otherwise."""
-    if work >= PARALLEL_MIN_WORK and numba.get_num_threads() > 1:
-        return parallel
-    return serial
+    if work < PARALLEL_MIN_WORK:
+        return serial
+    if not _state["pool_ready"]:
+        _start_thread_pool()
+    return parallel if numba.get_num_threads() > 1 else serial
 
 
 def _threads_from_env():

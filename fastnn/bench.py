@@ -43,8 +43,10 @@ DEFAULT_SHAPES = (
 )
 PEERS = ("floor", "fastnn", "numpy", "torch", "sklearn")
 LEARNING_RATE = 0.01
-#: a default epoch is sized so the floor takes about this long (the peers take up to ~40x more)
-TARGET_FLOOR_SECONDS = 0.05
+#: a default epoch is sized so the floor takes about this long (the peers take up to ~40x more),
+#: with 6 to 3000 batches; long enough that fit's per-call costs (checking X, the snapshot for
+#: divergence) weigh on fastnn's figure as they would in a real epoch of a few thousand rows
+TARGET_FLOOR_SECONDS = 0.15
 #: predict runs by default only where one forward pass over the rows is at most this many FLOPs
 PREDICT_DEFAULT_MAX_FLOPS = 2e11
 #: idle time before each timed call (see ``interleaved``)
@@ -86,10 +88,10 @@ def step_flops(sizes, batch):
 
 def default_samples(sizes, batch):
     """Rows per epoch so that the floor takes about TARGET_FLOOR_SECONDS (whole batches, at
-    least 6 of them).  Assumes ~60 GFLOP/s for BLAS and ~1.5 us per product call."""
+    least 6 of them).  Assumes ~100 GFLOP/s for BLAS and ~1.5 us per product call."""
     n_products = 3 * (len(sizes) - 1) - 1
-    per_batch = step_flops(sizes, batch) / 60e9 + 1.5e-6 * n_products
-    n_batches = int(np.clip(round(TARGET_FLOOR_SECONDS / per_batch), 6, 20000))
+    per_batch = step_flops(sizes, batch) / 100e9 + 1.5e-6 * n_products
+    n_batches = int(np.clip(round(TARGET_FLOOR_SECONDS / per_batch), 6, 3000))
     return n_batches * batch
 
 
