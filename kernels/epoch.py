@@ -39,7 +39,7 @@ import math
 from ._blas import gemm
 from ._config import njit
 from .activations import activate, derivative
-from .dense import small_product
+from .dense import bias_act, small_product
 from .optim import adam_update, sgd_update
 
 LOSS_SOFTMAX_XENT = 0  # logits + integer labels
@@ -67,15 +67,6 @@ def gather_batch(X, order, start, xb):
         src = order[start + r]
         for j in range(k):
             xb[r, j] = X[src, j]
-
-
-@njit
-def bias_act(A, b, code, alpha):
-    """A = f(A + b) in place (after a BLAS product)."""
-    n, m = A.shape
-    for i in range(n):
-        for j in range(m):
-            A[i, j] = activate(A[i, j] + b[j], code, alpha)
 
 
 @njit
