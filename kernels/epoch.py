@@ -60,11 +60,15 @@ N_STATS = 4
 
 # -- elementwise passes (serial: see "Threads" in the module docstring) -------------------------
 @njit
-def gather_batch(X, order, start, xb):
-    """xb[r] = X[order[start + r]] for every row r of xb."""
+def gather_batch(X, order, start, xb, y, yb):
+    """xb[r] = X[order[start + r]] for every row r of xb, and yb[r] = y[order[start + r]] when
+    yb has rows (labels gathered in the same sweep: their cache misses overlap with X's)."""
     m, k = xb.shape
+    labels = yb.shape[0] > 0
     for r in range(m):
         src = order[start + r]
+        if labels:
+            yb[r] = y[src]
         for j in range(k):
             xb[r, j] = X[src, j]
 
@@ -78,9 +82,10 @@ def mask_colsum(dZ, A, code, alpha, db):
     into dZ and the update of db could alias, so nothing vectorised."""
     n, m = dZ.shape
     if code != 0:
-        for i in range(n):
-            for j in range(m):
-                dZ[i, j] *= derivative(A[i, j], code, alpha)
+        # one flat sweep: rows as short as the iris network's (3-10) vectorise too
+        flat, a = dZ.reshape(n * m), A.reshape(n * m)
+        for i in range(n * m):
+            flat[i] *= derivative(a[i], code, alpha)
     for j in range(m):
         db[j] = 0
     for i in range(n):
@@ -133,8 +138,8 @@ def small_input_grad(dZ, W, dH):
 
 
 @njit
-def softmax_xent_rows(Z, y, start, order, dZ, db):
-    """Softmax cross-entropy of logits Z (m, k) against labels y[order[start + i]].
+def softmax_xent_rows(Z, yb, dZ, db):
+    """Softmax cross-entropy of logits Z (m, k) against integer labels yb (m,).
 
     Writes dZ = (softmax(Z) - onehot) / m and db = its column sums; returns (sum of row
     losses, rows whose arg-max is the label)."""
@@ -145,7 +150,7 @@ def softmax_xent_rows(Z, y, start, order, dZ, db):
     for j in range(k):
         db[j] = 0
     for i in range(m):
-        t = y[order[start + i]]
+        t = yb[i]
         mx = Z[i, 0]
         best = 0
         for j in range(1, k):
@@ -170,8 +175,8 @@ def softmax_xent_rows(Z, y, start, order, dZ, db):
 
 
 @njit
-def mse_rows(Y, T, start, order, dY):
-    """Squared error of Y (m, k) against T[order[start + i]]; dY = 2 (Y - T) / (m k).
+def mse_rows(Y, T, dY):
+    """Squared error of Y (m, k) against targets T (m, k); dY = 2 (Y - T) / (m k).
 
     Returns (m times the batch's mean squared error, 0): the sum of per-sample losses, as
     ``fit`` counts them, and no correct count."""
@@ -179,10 +184,9 @@ def mse_rows(Y, T, start, order, dY):
     scale = Y.dtype.type(2.0 / (m * k))
     total = 0.0
     for i in range(m):
-        src = order[start + i]
         row = 0.0
         for j in range(k):
-            d = Y[i, j] - T[src, j]
+            d = Y[i, j] - T[i, j]
             row += d * d
             dY[i, j] = scale * d
         total += row
@@ -271,6 +275,7 @@ def train_batches(
     state2,
     layout,
     work,
+    iwork,
     stats,
 ):
     """Train on batches ``first..last-1`` of ``order``; write (loss sum, correct, finite, steps)
@@ -283,8 +288,9 @@ def train_batches(
     OPT_ADAM, with ``hyper`` and the step count ``step0`` before this call) updates ``params``
     from ``grads`` with its state in ``state1``/``state2`` (momentum buffer; Adam's moments;
     unused ones may be any array of the parameters' size).  ``work`` is scratch laid out by
-    ``workspace_layout`` (``layout``).  Stops at the first batch whose loss is not finite,
-    before its backward pass, with ``stats[S_FINITE] = 0``.
+    ``workspace_layout`` (``layout``), ``iwork`` int64 scratch of ``batch`` elements.  Stops
+    at the first batch whose loss is not finite, before its backward pass, with
+    ``stats[S_FINITE] = 0``.
     """
     L = sizes.shape[0] - 1
     n = X.shape[0]
@@ -305,7 +311,14 @@ def train_batches(
         m = min(start + batch, n) - start
         step = step0 + bi - first + 1
         xb = work[: m * sizes[0]].reshape((m, sizes[0]))
-        gather_batch(X, order, start, xb)
+        k_out = sizes[L]
+        if loss_kind == LOSS_SOFTMAX_XENT:
+            yb = iwork[:m]
+            gather_batch(X, order, start, xb, y, yb)
+        else:
+            gather_batch(X, order, start, xb, y, iwork[:0])
+            tb = work[layout[2 * L + 2] : layout[2 * L + 2] + m * k_out].reshape((m, k_out))
+            gather_batch(T, order, start, tb, y, iwork[:0])
         # -- forward -----------------------------------------------------------------------
         H = xb
         for k in range(L):
@@ -316,13 +329,12 @@ def train_batches(
             _forward(H, W, b, codes[k], t(alphas[k]), A)
             H = A
         # -- loss: dZ of the last layer and its bias gradient --------------------------------
-        k_out = sizes[L]
         dZ = work[layout[2 * L - 1] : layout[2 * L - 1] + m * k_out].reshape((m, k_out))
         db = grads[b_off[L - 1] : b_off[L - 1] + k_out] if b_off[L - 1] >= 0 else scratch_db
         if loss_kind == LOSS_SOFTMAX_XENT:
-            total, correct = softmax_xent_rows(H, y, start, order, dZ, db)
+            total, correct = softmax_xent_rows(H, yb, dZ, db)
         else:
-            total, correct = mse_rows(H, T, start, order, dZ)
+            total, correct = mse_rows(H, tb, dZ)
         if loss_kind != LOSS_SOFTMAX_XENT or codes[L - 1] != 0:
             # the output layer's own activation (e.g. a sigmoid before MSE), and the bias sums
             mask_colsum(dZ, H, codes[L - 1], t(alphas[L - 1]), db)
@@ -363,8 +375,9 @@ def workspace_layout(sizes, batch, n):
 
     layout[k] (k < L) is where layer k's output activations start, layout[L + k] its delta
     (the gradient at its pre-activation), layout[2L] a zero bias and layout[2L + 1] a scratch
-    bias gradient (for layers without bias), each of the largest layer width.  The batch's
-    gathered inputs sit at offset 0."""
+    bias gradient (for layers without bias), each of the largest layer width, and
+    layout[2L + 2] the batch's gathered targets (MSE).  The batch's gathered inputs sit at
+    offset 0."""
     mb = min(batch, n)
     L = len(sizes) - 1
     width = max(sizes[1:])
@@ -376,8 +389,8 @@ def workspace_layout(sizes, batch, n):
     for k in range(L):
         layout.append(pos)
         pos += mb * sizes[k + 1]
-    layout += [pos, pos + width]
-    return layout, pos + 2 * width
+    layout += [pos, pos + width, pos + 2 * width]
+    return layout, pos + 2 * width + mb * sizes[-1]
 
 
 __all__ = [
