@@ -1,5 +1,6 @@
 """Thread control: numba's and BLAS's thread pools set together, and the serial/parallel switch."""
 
+import ctypes
 import numbers
 import os
 
@@ -24,13 +25,35 @@ PARALLEL_MIN_WORK = 1 << 16
 # user set either variable; libraries loaded later (torch's own libgomp) never see it.
 OMP_SPIN_COUNT = 1000
 
-_state = {"threads": None, "limits": None, "pool_ready": False}
+# When another library (torch) loaded libgomp before numba started its pool, numba shares that
+# copy and its default spin, which the variable can no longer change.  A parallel region then
+# costs the next BLAS product about 5.7 ms (the loop above), so the parallel builds are kept
+# for kernels whose serial run is far longer than that: 784-512-512-10@256 epochs through fit
+# (4608 rows, torch imported first) took 1.14x the GEMM floor with a parallel check of X and
+# 1.08x with a serial one.
+PARALLEL_MIN_WORK_FOREIGN_OMP = 1 << 25
+
+_state = {"threads": None, "limits": None, "pool_ready": False, "min_work": PARALLEL_MIN_WORK}
+
+
+def _foreign_libgomp():
+    """True when a GNU OpenMP library is already loaded in this process (Linux)."""
+    if not hasattr(os, "RTLD_NOLOAD"):
+        return False
+    try:
+        ctypes.CDLL("libgomp.so.1", mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
+    except OSError:
+        return False
+    return True
 
 
 def _start_thread_pool():
     """Start numba's thread pool with a short OpenMP spin (see OMP_SPIN_COUNT), once."""
     _state["pool_ready"] = True
     if "GOMP_SPINCOUNT" in os.environ or "OMP_WAIT_POLICY" in os.environ:
+        return
+    if _foreign_libgomp():
+        _state["min_work"] = max(PARALLEL_MIN_WORK, PARALLEL_MIN_WORK_FOREIGN_OMP)
         return
     os.environ["GOMP_SPINCOUNT"] = str(OMP_SPIN_COUNT)
     try:
@@ -73,6 +96,8 @@ def pick(serial, parallel, work):
         return serial
     if not _state["pool_ready"]:
         _start_thread_pool()
+    if work < _state["min_work"]:
+        return serial
     return parallel if numba.get_num_threads() > 1 else serial
 
 
