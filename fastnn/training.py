@@ -276,6 +276,11 @@ def _split_validation(X, y, validation_split, validation_data):
     return X[:n_train], y[:n_train], (X[n_train:], y[n_train:])
 
 
+def _epoch_key(base_seed, epoch):
+    """The 64-bit key of epoch ``epoch``'s permutation: a hash of ``(base_seed, epoch)``."""
+    return np.random.SeedSequence([base_seed, epoch]).generate_state(1, np.uint64)[0]
+
+
 def _shuffle_base(seed):
     """An integer from which every epoch's permutation is derived as f(base, epoch)."""
     if seed is None:
@@ -390,7 +395,6 @@ def fit(
 
     n = X.shape[0]
     order = np.arange(n, dtype=np.int64)
-    identity = order.copy() if shuffle else None
     history = History()
     # X may be a memory map of another dtype than the model's: runners gather and convert rows
     # per batch, so the file is never loaded whole.
@@ -411,8 +415,7 @@ def fit(
                 if shuffle:
                     # The permutation depends only on (seed, epoch), so a fit resumed with
                     # initial_epoch=k shuffles exactly as an uninterrupted one would.
-                    np.copyto(order, identity)
-                    np.random.default_rng([base_seed, epoch]).shuffle(order)
+                    K.data.shuffled_order(order, _epoch_key(base_seed, epoch))
                 t0 = time.perf_counter()
                 bar = ProgressBar(n, sys.stdout, t0) if show_bar else None
                 total, correct, done, b, chunk = 0.0, 0, 0, 0, 1

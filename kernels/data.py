@@ -1,8 +1,38 @@
-"""Batch assembly and metrics: gather shuffled rows, count correct predictions."""
+"""Batch assembly and metrics: shuffle, gather shuffled rows, count correct predictions."""
 
+import numpy as np
 from numba import prange
 
-from ._config import twin
+from ._config import njit, twin
+
+# splitmix64 (Steele, Lea and Flood 2014): a 64-bit counter through a bijective mixer; every
+# output is a full-period, well-mixed 64-bit value, enough for a shuffle's indices.
+_SM_GAMMA = np.uint64(0x9E3779B97F4A7C15)
+_SM_MUL1 = np.uint64(0xBF58476D1CE4E5B9)
+_SM_MUL2 = np.uint64(0x94D049BB133111EB)
+
+
+@njit
+def shuffled_order(order, key):
+    """order[:] = a uniformly random permutation of 0..n-1 drawn from ``key`` (np.uint64) alone.
+
+    Inside-out Fisher-Yates (it writes the identity and shuffles it in one pass) on a
+    splitmix64 stream; index ``j`` in 0..i comes from the top 53 bits as ``floor(u (i + 1))``,
+    whose bias (about n / 2**53) is far below anything a shuffle for training can show.  Serial
+    by nature (each swap depends on the previous ones): 450 000 rows take ~3 ms, where NumPy's
+    ``Generator.shuffle`` took 25-34 ms, a sixth of a 4-6-8-10-3@150 epoch through ``fit``.
+    """
+    state = np.uint64(key)
+    scale = 1.0 / 9007199254740992.0  # 2**-53
+    for i in range(order.shape[0]):
+        state += _SM_GAMMA
+        z = state
+        z = (z ^ (z >> np.uint64(30))) * _SM_MUL1
+        z = (z ^ (z >> np.uint64(27))) * _SM_MUL2
+        z = z ^ (z >> np.uint64(31))
+        j = min(int(float(z >> np.uint64(11)) * scale * (i + 1)), i)
+        order[i] = order[j]
+        order[j] = i
 
 
 def _gather_rows(X, idx, out):

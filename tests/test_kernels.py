@@ -444,6 +444,38 @@ def test_all_finite(shape, dtype, build, rng):
             assert bool(k(Y)) is ref.all_finite(Y) is False, (pos, bad)
 
 
+@pytest.mark.parametrize("n", [0, 1, 2, 7, 1000])
+def test_shuffled_order_is_a_permutation_fixed_by_its_key(n):
+    a, b, c = (np.full(n, -1, np.int64) for _ in range(3))
+    K.data.shuffled_order(a, np.uint64(12345))
+    K.data.shuffled_order(b, np.uint64(12345))
+    K.data.shuffled_order(c, np.uint64(2**64 - 1))
+    np.testing.assert_array_equal(np.sort(a), np.arange(n))
+    np.testing.assert_array_equal(a, b)  # the key alone decides, whatever the buffer held
+    if n >= 7:
+        assert not np.array_equal(a, c)
+
+
+def test_shuffled_order_is_uniform():
+    """Every permutation of 4 equally often, and every value of 10 at every position (chi-square
+    at p > 1e-4: a biased index draw, e.g. j in 0..i-1 (Sattolo) or floor(u * n), fails)."""
+    from scipy.stats import chisquare
+
+    counts = {}
+    o = np.empty(4, np.int64)
+    for key in range(24_000):
+        K.data.shuffled_order(o, np.uint64(key))
+        counts[tuple(o)] = counts.get(tuple(o), 0) + 1
+    assert len(counts) == 24
+    assert chisquare(list(counts.values())).pvalue > 1e-4
+    at = np.zeros((10, 10))
+    o = np.empty(10, np.int64)
+    for key in range(20_000):
+        K.data.shuffled_order(o, np.uint64(key * 7919 + 3))
+        at[np.arange(10), o] += 1
+    assert chisquare(at.ravel()).pvalue > 1e-4
+
+
 # -- coverage ------------------------------------------------------------------------------------
 CORE_KERNELS = {
     "activation_forward",

@@ -136,7 +136,7 @@ def test_memmap_fit_memory_stays_far_below_file_size(tmp_path):
     )
     r = json.loads(out.stdout.strip().splitlines()[-1])
     assert r["file_mb"] == pytest.approx(file_mb, rel=0.01)
-    # What fit allocates: int64 order + identity permutations (2 x 2 MB), a scan buffer (4 MB),
+    # What fit allocates: the int64 sample order (2 MB), a scan buffer (4 MB),
     # batch buffers; labels were loaded before. All far below the 64 MB a full copy would take.
     assert r["traced_peak_mb"] < file_mb / 6, r
     assert r["anon_growth_mb"] < file_mb / 4, r
