@@ -7,7 +7,7 @@
 """
 
 from . import callbacks, datasets, kernels
-from ._threads import get_num_threads, set_num_threads
+from ._threads import _threads_from_env, get_num_threads, set_num_threads
 from ._warmup import warmup
 from .callbacks import Callback, CSVLogger, EarlyStopping, LambdaCallback, ModelCheckpoint
 from .io import load, load_optimizer, save
@@ -102,3 +102,5 @@ __all__ = [
     "warmup",
     "__version__",
 ]
+
+_threads_from_env()  # FASTNN_NUM_THREADS=n: the same as set_num_threads(n) after import

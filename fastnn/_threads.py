@@ -102,6 +102,14 @@ def pick(serial, parallel, work):
 
 
 def _threads_from_env():
-    value = os.environ.get("FASTNN_NUM_THREADS")
-    if value:
-        set_num_threads(int(value))
+    """Apply ``FASTNN_NUM_THREADS`` (if set) as ``set_num_threads`` would; called on import."""
+    value = os.environ.get("FASTNN_NUM_THREADS", "").strip()
+    if not value:
+        return
+    try:
+        n = int(value)
+    except ValueError:
+        raise ValueError(
+            f"FASTNN_NUM_THREADS must be a positive integer, got {value!r}"
+        ) from None
+    set_num_threads(n)

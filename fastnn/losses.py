@@ -34,7 +34,13 @@ class Loss:
         return self._forward(output, target, sw)
 
     def check_target(self, target, output):
-        return check_targets(target, output.shape[1], "target", output.shape[0], output.dtype)
+        T = check_targets(target, output.shape[1], "target", output.shape[0], output.dtype)
+        self.check_target_values(T, "target")
+        return T
+
+    def check_target_values(self, T, name):
+        """Raise ValueError when checked real targets ``T`` hold values the loss cannot take
+        (fit calls it too, with the argument's name)."""
 
     def _forward(self, output, target, sample_weight=None):
         """Kernel call on checked arrays; ``sample_weight`` is None or (n,) of output's dtype."""
@@ -296,11 +302,12 @@ class BCEWithLogits(Loss):
         self.pos_weight = _check_weight_vector(pos_weight, "pos_weight")
         self._pos_weight = _Vectors(self.pos_weight, "pos_weight", "outputs")
 
-    def check_target(self, target, output):
-        T = check_targets(target, output.shape[1], "target", output.shape[0], output.dtype)
-        if T.min() < 0 or T.max() > 1:
-            raise ValueError("target must hold 0/1 labels or probabilities in [0, 1]")
-        return T
+    def check_target_values(self, T, name):
+        if T.size and (T.min() < 0 or T.max() > 1):
+            raise ValueError(
+                f"{name} must hold 0/1 labels or probabilities in [0, 1], got values in "
+                f"[{T.min():g}, {T.max():g}]"
+            )
 
     def _forward(self, Z, T, sample_weight=None):
         dZ = self._grad_buffer(Z)

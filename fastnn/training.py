@@ -75,7 +75,22 @@ def _check_fit_args(model, X, y, loss, optimizer, epochs, batch_size):
     batch_size = check_positive_int(batch_size, "batch_size")
     X = _check_X_data(model, X, "X")
     y, labels = check_y(model, y, loss, X.shape[0])
+    _check_batch_sizes(model, X.shape[0], batch_size)
     return X, y, labels, epochs, batch_size
+
+
+def _check_batch_sizes(model, n, batch_size):
+    """Layers that need several samples per training batch (BatchNorm1d) get them in every
+    batch of the epoch, the smaller last one included; checked before anything trains."""
+    for layer in model.layers:
+        need = getattr(layer, "min_train_batch", 1)
+        smallest = min(n % batch_size or batch_size, n)
+        if smallest < need:
+            raise ValueError(
+                f"batch_size={batch_size} on {n} samples leaves a batch of {smallest}, but "
+                f"{type(layer).__name__} needs at least {need} samples per training batch; "
+                "choose a batch_size that leaves no such batch"
+            )
 
 
 def check_y(model, y, loss, n_samples, name="y"):
@@ -87,7 +102,9 @@ def check_y(model, y, loss, n_samples, name="y"):
             return T, np.ascontiguousarray(T.argmax(axis=1))
         y = check_labels(arr, model.n_out, name, n_samples)
         return y, y
-    return check_targets(y, model.n_out, name, n_samples, model.dtype), None
+    T = check_targets(y, model.n_out, name, n_samples, model.dtype)
+    loss.check_target_values(T, name)
+    return T, None
 
 
 def evaluate(model, X, y, labels, loss, batch_size=4096):
@@ -184,13 +201,15 @@ def make_runner(model, X, y, labels, loss, optimizer, batch_size, sample_weight=
 
 
 class _Snapshot:
-    """Copy of the parameters and optimizer state, restored when the loss diverges."""
+    """Copy of the parameters, the optimizer state and the layers' own state (BatchNorm1d's
+    running statistics, Dropout's mask counter), restored when the loss diverges."""
 
     def __init__(self, model, optimizer):
         self.model, self.optimizer = model, optimizer
         self.data = model._flat.data.copy()
         self.state = [{k: v.copy() for k, v in s.items()} for s in optimizer.state]
         self.step_count = optimizer.step_count
+        self.layer_state = None
 
     def take(self):
         self.data[...] = self.model._flat.data
@@ -198,6 +217,7 @@ class _Snapshot:
             for k, v in state.items():
                 saved[k][...] = v
         self.step_count = self.optimizer.step_count
+        self.layer_state = [layer.state_arrays() for layer in self.model.layers]
 
     def restore(self):
         self.model._flat.data[...] = self.data
@@ -205,6 +225,9 @@ class _Snapshot:
             for k, v in state.items():
                 v[...] = saved[k]
         self.optimizer.step_count = self.step_count
+        if self.layer_state is not None:
+            for layer, arrays in zip(self.model.layers, self.layer_state, strict=True):
+                layer.load_state_arrays(arrays)
 
 
 #: bytes of a memory map checked (and, if its dtype differs, converted) at a time
@@ -457,7 +480,8 @@ def fit(
                     # epoch's snapshot would then keep them, so check before it is taken.
                     snapshot.restore()
                     raise TrainingDivergedError(
-                        f"the parameters became NaN or inf in epoch {epoch + 1}; the model "
+                        f"the parameters (or a layer's running statistics) became NaN or inf "
+                        f"in epoch {epoch + 1}; the model "
                         f"keeps the parameters from the end of epoch {epoch}. Try a smaller "
                         "learning rate or standardise the inputs."
                     )
@@ -497,8 +521,16 @@ def fit(
 
 
 def _finite_parameters(model):
+    """True when every parameter and every float state array of the layers (BatchNorm1d's
+    running statistics) is finite."""
     data = model._flat.data.reshape(1, -1)
-    return bool(pick(K.all_finite, K.all_finite_parallel, data.size)(data))
+    if not pick(K.all_finite, K.all_finite_parallel, data.size)(data):
+        return False
+    for layer in model.layers:
+        for arr in layer.state_arrays().values():
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                return False
+    return True
 
 
 def _print_epoch(epoch, epochs, logs, seconds):

@@ -487,8 +487,12 @@ def test_bad_arguments_raise_clear_errors():
     assert bn.num_batches_tracked == 0  # nothing changed
     with pytest.raises(ValueError, match="features"):
         bn.forward(np.ones((4, 2), np.float32))
-    with pytest.raises(TypeError, match="float64"):
-        bn.forward(np.ones((4, 3), np.float64))
+    X64 = np.arange(12, dtype=np.float64).reshape(4, 3)
+    out = bn.predict(X64)  # float64 into a float32 layer: converted, not rejected
+    assert out.dtype == np.float32
+    np.testing.assert_array_equal(out, bn.predict(X64.astype(np.float32)))
+    with pytest.raises(TypeError, match="numeric"):
+        bn.forward(np.array([["a", "b", "c"]] * 4))
     with pytest.raises(RuntimeError, match="before forward"):
         fnn.LayerNorm(3).backward(np.ones((2, 3), np.float32))
     with pytest.raises(ValueError, match="no state"):

@@ -131,3 +131,30 @@ def test_one_thread_equals_two_threads(restore_threads):
     p2, l2 = _train(2)
     np.testing.assert_allclose(p2, p1, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(l2, l1, rtol=1e-9)
+
+
+@pytest.mark.parametrize("value,want", [("1", "1 1"), ("2", "2 2"), ("", None)])
+def test_fastnn_num_threads_environment_variable(value, want):
+    """FASTNN_NUM_THREADS=n at import sets numba's and BLAS's threads, like set_num_threads(n)."""
+    import os
+    import subprocess
+    import sys
+
+    code = (
+        "import fastnn, numba\n"
+        "from threadpoolctl import threadpool_info\n"
+        "blas = {i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'}\n"
+        "print(numba.get_num_threads(), max(blas))\n"
+    )
+    env = dict(os.environ, FASTNN_NUM_THREADS=value, NUMBA_NUM_THREADS="2")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    if want is not None:
+        assert out.stdout.split() == want.split()
+    bad = subprocess.run(
+        [sys.executable, "-c", "import fastnn"],
+        env=dict(os.environ, FASTNN_NUM_THREADS="two"),
+        capture_output=True,
+        text=True,
+    )
+    assert bad.returncode != 0 and "FASTNN_NUM_THREADS must be a positive integer" in bad.stderr

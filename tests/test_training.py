@@ -216,3 +216,66 @@ def test_fit_trains_every_loss():
     model = _classifier()
     hist = _fit(model, X, onehot, epochs=5)
     assert hist.history["accuracy"][-1] > 0.8
+
+
+def _diverging_norm_fit(epochs, lr):
+    X, y = _unscaled()
+    model = fnn.Sequential(
+        fnn.Linear(10, 16, seed=0), fnn.BatchNorm1d(16), fnn.ReLU(), fnn.Dropout(0.2, seed=3),
+        fnn.Linear(16, 3, seed=1),
+    )  # fmt: skip
+    opt = fnn.SGD(model.parameters(), lr=lr, momentum=0.9)
+    try:
+        model.fit(X, y, loss=fnn.SoftmaxCrossEntropy(), optimizer=opt, epochs=epochs,
+                  batch_size=32, seed=0, verbose=0)  # fmt: skip
+    except fnn.TrainingDivergedError as exc:
+        return model, exc
+    return model, None
+
+
+def test_divergence_restores_layer_state_too():
+    """BatchNorm1d's running statistics and Dropout's mask counter go back to the last finite
+    epoch with the parameters (a model whose running_var is inf predicts nothing useful)."""
+    model, error = _diverging_norm_fit(40, lr=100.0)
+    assert isinstance(error, fnn.TrainingDivergedError)
+    k = int(re.search(r"end of epoch (\d+)", str(error)).group(1))
+    assert k >= 1, "choose data that diverges after at least one finite epoch"
+    separately, error_k = _diverging_norm_fit(k, lr=100.0)
+    assert error_k is None
+    np.testing.assert_array_equal(model._flat.data, separately._flat.data)
+    for got, want in zip(model.layers, separately.layers, strict=True):
+        for name, arr in want.state_arrays().items():
+            np.testing.assert_array_equal(got.state_arrays()[name], arr, err_msg=name)
+    assert np.isfinite(model.layers[1].running_var).all()
+
+
+@pytest.mark.parametrize("n,batch_size", [(33, 32), (1, 8), (65, 16)])
+def test_batchnorm_batch_of_one_is_refused_before_training(n, batch_size):
+    X, y = _blobs()
+    model = fnn.Sequential(fnn.Linear(6, 8, seed=0), fnn.BatchNorm1d(8), fnn.Linear(8, 3, seed=1))
+    opt = fnn.SGD(model.parameters(), lr=0.1)
+    before = model._flat.data.copy()
+    stats = model.layers[1].state_arrays()
+    with pytest.raises(ValueError, match=f"batch_size={batch_size} on {n} samples leaves a batch"):
+        model.fit(X[:n], y[:n], loss=fnn.SoftmaxCrossEntropy(), optimizer=opt, epochs=2,
+                  batch_size=batch_size, verbose=0)  # fmt: skip
+    np.testing.assert_array_equal(model._flat.data, before)
+    np.testing.assert_array_equal(model.layers[1].running_mean, stats["running_mean"])
+    # a batch size that leaves two or more in the last batch trains
+    model.fit(X[:34], y[:34], loss=fnn.SoftmaxCrossEntropy(), optimizer=opt, epochs=1,
+              batch_size=32, verbose=0)  # fmt: skip
+
+
+def test_fit_checks_bce_targets_are_probabilities():
+    X, _ = _blobs()
+    model = fnn.Sequential(fnn.Linear(6, 2, seed=0))
+    opt = fnn.SGD(model.parameters(), lr=0.1)
+    before = model._flat.data.copy()
+    for bad in (np.full((X.shape[0], 2), 5.0), np.full((X.shape[0], 2), -0.5)):
+        with pytest.raises(ValueError, match=r"y must hold 0/1 labels or probabilities in \[0, 1\]"):
+            model.fit(X, bad, loss=fnn.BCEWithLogits(), optimizer=opt, epochs=1, batch_size=8,
+                      verbose=0)  # fmt: skip
+        with pytest.raises(ValueError, match="validation_data\\[1\\] must hold 0/1"):
+            model.fit(X, np.zeros((X.shape[0], 2)), loss=fnn.BCEWithLogits(), optimizer=opt,
+                      epochs=1, batch_size=8, verbose=0, validation_data=(X, bad))  # fmt: skip
+    np.testing.assert_array_equal(model._flat.data, before)

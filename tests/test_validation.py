@@ -249,3 +249,68 @@ def test_float32_data_into_float64_model():
     expected, _ = _fit_params(X.astype(np.float64), y, np.float64)
     np.testing.assert_array_equal(got, expected)
     assert model.predict(X).dtype == np.float64
+
+
+# -- stand-alone layers ---------------------------------------------------------------------------
+STAND_ALONE = {
+    "Linear": lambda: fnn.Linear(N_IN, N_OUT, seed=0),
+    "ReLU": fnn.ReLU,
+    "Tanh": fnn.Tanh,
+    "Softmax": fnn.Softmax,
+    "GELU": fnn.GELU,
+    "BatchNorm1d": lambda: fnn.BatchNorm1d(N_IN),
+    "LayerNorm": lambda: fnn.LayerNorm(N_IN),
+}
+
+
+@pytest.mark.parametrize("name", list(STAND_ALONE))
+@pytest.mark.parametrize(
+    "X,exc,word",
+    [
+        (np.ones(N_IN, np.float32), ValueError, "2-D"),
+        (np.full((4, N_IN), "x"), TypeError, "numeric"),
+        ([["a"] * N_IN] * 4, TypeError, "numeric"),
+    ],
+    ids=["1-D", "strings", "list-of-strings"],
+)
+@pytest.mark.parametrize("method", ["forward", "predict"])
+def test_stand_alone_layers_reject_bad_input(name, X, exc, word, method):
+    """A layer's own forward/predict checks X before its kernel runs (a numba TypingError or an
+    AttributeError is no answer, and a Linear given too few columns read past each row)."""
+    layer = STAND_ALONE[name]()
+    before = [p.data.copy() for p in layer.parameters()]
+    with pytest.raises(exc, match=word) as info:
+        getattr(layer, method)(X)
+    assert name in str(info.value) and "X" in str(info.value)
+    for p, b in zip(layer.parameters(), before, strict=True):
+        np.testing.assert_array_equal(p.data, b)
+
+
+@pytest.mark.parametrize("cols", [N_IN - 2, N_IN + 1])
+@pytest.mark.parametrize("method", ["forward", "predict"])
+def test_stand_alone_linear_checks_the_feature_count(cols, method):
+    with pytest.raises(ValueError, match=f"Linear: X has {cols} features, expected {N_IN}"):
+        getattr(fnn.Linear(N_IN, N_OUT, seed=0), method)(np.ones((4, cols), np.float32))
+
+
+@pytest.mark.parametrize("name", ["Linear", "ReLU", "Softmax"])
+def test_stand_alone_backward_checks_the_gradient_shape(name):
+    layer = STAND_ALONE[name]()
+    out = layer.forward(np.ones((4, N_IN), np.float32))
+    with pytest.raises(ValueError, match="dout must have the output's shape"):
+        layer.backward(np.ones((out.shape[0] - 1, out.shape[1]), np.float32))
+
+
+@pytest.mark.parametrize("name", list(STAND_ALONE))
+def test_stand_alone_layers_convert_inconvenient_input(name):
+    """float64, integers, Fortran order and strided views give what the float32 C-order input
+    gives (float64 into a float32 layer is converted, not rejected)."""
+    rng = np.random.default_rng(3)
+    X = rng.integers(-3, 4, (6, N_IN)).astype(np.float32)
+    want = STAND_ALONE[name]().predict(X)
+    for variant in (X.astype(np.float64), X.astype(np.int64), np.asfortranarray(X)):
+        got = STAND_ALONE[name]().predict(variant)
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    wide = np.zeros((6, 2 * N_IN), np.float32)
+    wide[:, ::2] = X
+    np.testing.assert_allclose(STAND_ALONE[name]().predict(wide[:, ::2]), want, rtol=1e-6)

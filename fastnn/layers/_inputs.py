@@ -12,15 +12,19 @@ from .._validation import FLOAT_DTYPES
 def layer_input(X, layer, n_features=None, dtype=None):
     """X as a C-contiguous 2-D float array (``dtype`` if given, else its own float dtype)."""
     if not isinstance(X, np.ndarray):
-        X = np.asarray(X, dtype=dtype or np.float64)
+        try:
+            X = np.asarray(X, dtype=dtype or np.float64)
+        except (TypeError, ValueError):
+            raise TypeError(f"{layer}: X must be a numeric 2-D array, got {type(X).__name__}") from None
     if X.ndim != 2:
         raise ValueError(f"{layer}: X must be 2-D (n_samples, n_features), got shape {X.shape}")
     if n_features is not None and X.shape[1] != n_features:
         raise ValueError(f"{layer}: X has {X.shape[1]} features, expected {n_features}")
+    if X.dtype.kind not in "biuf":
+        raise TypeError(f"{layer}: X must be numeric, got dtype {X.dtype}")
     if dtype is None:
         dtype = X.dtype if X.dtype in FLOAT_DTYPES else np.float64
-    if X.dtype != dtype and X.dtype in FLOAT_DTYPES:
-        raise TypeError(f"{layer}: X has dtype {X.dtype}, but the layer holds {np.dtype(dtype)}")
+    # another float dtype, integers, Fortran order, strided views: converted, not rejected
     return np.ascontiguousarray(X, dtype=dtype)
 
 

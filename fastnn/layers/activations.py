@@ -5,6 +5,7 @@ from fastnn import kernels as K
 from .._threads import pick
 from .._validation import check_number
 from ._base import BufferCache, Layer
+from ._inputs import layer_grad, layer_input
 
 
 class _Elementwise(Layer):
@@ -15,6 +16,7 @@ class _Elementwise(Layer):
         self._A = None
 
     def forward(self, X):
+        X = layer_input(X, type(self).__name__)
         A = self._buffers.get("out", X.shape, X.dtype)
         pick(K.activation_forward, K.activation_forward_parallel, X.size)(
             X, self.code, self.alpha, A
@@ -26,6 +28,7 @@ class _Elementwise(Layer):
         if self._A is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
         A = self._A
+        dA = layer_grad(dA, A.shape, A.dtype, type(self).__name__)
         dZ = self._buffers.get("dX", A.shape, A.dtype)
         pick(K.activation_backward, K.activation_backward_parallel, A.size)(
             A, dA, self.code, self.alpha, dZ
@@ -80,6 +83,7 @@ class Softmax(Layer):
         self._P = None
 
     def forward(self, X):
+        X = layer_input(X, "Softmax")
         P = self._buffers.get("out", X.shape, X.dtype)
         pick(K.softmax_forward, K.softmax_forward_parallel, X.size)(X, P)
         self._P = P
@@ -88,6 +92,7 @@ class Softmax(Layer):
     def backward(self, dP):
         if self._P is None:
             raise RuntimeError("Softmax.backward called before forward")
+        dP = layer_grad(dP, self._P.shape, self._P.dtype, "Softmax")
         dZ = self._buffers.get("dX", self._P.shape, self._P.dtype)
         pick(K.softmax_backward, K.softmax_backward_parallel, dZ.size)(self._P, dP, dZ)
         return dZ

@@ -14,6 +14,7 @@ from .._threads import pick
 from .._validation import check_dtype, check_positive_int
 from ..parameter import Parameter
 from ._base import BufferCache, Layer
+from ._inputs import layer_grad, layer_input
 
 INITS = ("he", "glorot", "lecun")
 
@@ -92,6 +93,7 @@ class Linear(Layer):
         return self.n_out
 
     def forward(self, X):
+        X = layer_input(X, "Linear", self.n_in, self.dtype)
         self._X = X
         out = self._buffers.get("out", (X.shape[0], self.n_out), self.dtype)
         return self.forward_act(X, IDENTITY, 0.0, out)
@@ -101,7 +103,8 @@ class Linear(Layer):
             raise RuntimeError("Linear.backward called before forward")
         X = self._X
         dX = self._buffers.get("dX", X.shape, self.dtype)
-        return self.backward_masked(X, np.ascontiguousarray(dZ, self.dtype), 1.0, IDENTITY, 0.0, dX)
+        dZ = layer_grad(dZ, (X.shape[0], self.n_out), self.dtype, "Linear")
+        return self.backward_masked(X, dZ, 1.0, IDENTITY, 0.0, dX)
 
     def get_config(self):
         return {

@@ -71,6 +71,9 @@ class BatchNorm1d(_Norm):
     State (``state_arrays``): running_mean (m,), running_var (m,), num_batches_tracked ().
     """
 
+    #: fewest samples a training batch may have (fit checks every batch before it starts)
+    min_train_batch = 2
+
     def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, *, dtype=np.float32):
         self.num_features = check_positive_int(num_features, "num_features")
         self.eps = check_number(eps, "eps", low=0.0, low_open=True)
