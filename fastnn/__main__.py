@@ -7,6 +7,22 @@ import time
 import numpy as np
 
 
+def _positive(kind):
+    """argparse type: a number of ``kind`` (int or float) that is > 0."""
+
+    def parse(text):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+        if not value > 0:
+            raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+        return value
+
+    parse.__name__ = f"positive {kind.__name__}"
+    return parse
+
+
 def _train_parser(sub):
     p = sub.add_parser(
         "train",
@@ -18,7 +34,7 @@ def _train_parser(sub):
     )
     p.add_argument(
         "--hidden",
-        type=int,
+        type=_positive(int),
         nargs="+",
         default=[128],
         metavar="N",
@@ -30,11 +46,11 @@ def _train_parser(sub):
         choices=["relu", "leaky_relu", "tanh", "sigmoid", "identity"],
         help="activation of every hidden layer (default: relu)",
     )
-    p.add_argument("--epochs", type=int, default=30, help="training epochs (default: 30)")
-    p.add_argument("--batch-size", type=int, default=32, help="mini-batch size (default: 32)")
+    p.add_argument("--epochs", type=_positive(int), default=30, help="training epochs (default: 30)")
+    p.add_argument("--batch-size", type=_positive(int), default=32, help="mini-batch size (default: 32)")
     p.add_argument(
         "--lr",
-        type=float,
+        type=_positive(float),
         default=None,
         help="learning rate (default: 0.05 for sgd, 0.001 for adam/adamw)",
     )
@@ -53,7 +69,7 @@ def _train_parser(sub):
     p.add_argument("--seed", type=int, default=0, help="seed for the split, weights and shuffling")
     p.add_argument(
         "--threads",
-        type=int,
+        type=_positive(int),
         default=None,
         help="threads for kernels and BLAS (default: all cores)",
     )
@@ -88,12 +104,13 @@ def train(args):
         fnn.Linear(sizes[-1], 10, init=init, dtype=args.dtype, seed=args.seed + len(sizes))
     )
     model = fnn.Sequential(*layers)
+    lr = args.lr if args.lr is not None else (0.05 if args.optimizer == "sgd" else 1e-3)
     if args.optimizer == "sgd":
-        opt = fnn.SGD(model.parameters(), lr=args.lr or 0.05, momentum=0.9, nesterov=True)
+        opt = fnn.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True)
     elif args.optimizer == "adam":
-        opt = fnn.Adam(model.parameters(), lr=args.lr or 1e-3)
+        opt = fnn.Adam(model.parameters(), lr=lr)
     else:
-        opt = fnn.AdamW(model.parameters(), lr=args.lr or 1e-3)
+        opt = fnn.AdamW(model.parameters(), lr=lr)
     if not args.quiet:
         print(model)
         print(
