@@ -4,7 +4,8 @@ The file holds only plain arrays, so ``np.load(path, allow_pickle=False)`` reads
 
 - ``__fastnn__``: a 0-d unicode array with JSON: the format name and version, the model's
   architecture (each layer's class name and ``get_config()``, nested for Sequential) and, when
-  an optimizer was saved, its class name, ``get_config()`` and ``step_count``;
+  an optimizer was saved, its class name, ``get_config()``, ``step_count`` and the state of
+  its learning-rate schedule (``LRScheduler.state_dict()``), if it has one;
 - ``model/<path>/param<j>``: the j-th parameter of the layer at ``<path>`` (layer indices
   joined by ``.``, e.g. ``0`` or ``2.1`` inside a nested Sequential);
 - ``model/<path>/state/<name>``: a layer's non-parameter state (``state_arrays()``);
@@ -137,6 +138,11 @@ def save(path, model, optimizer=None):
             "step_count": int(optimizer.step_count),
             "n_groups": len(optimizer.state),
             "state": [sorted(s) for s in optimizer.state],
+            "schedule": (
+                optimizer.schedule.state_dict()
+                if getattr(optimizer, "schedule", None) is not None
+                else None
+            ),
         }
         for g, state in enumerate(optimizer.state):
             for name, value in state.items():
@@ -337,6 +343,10 @@ def load_optimizer(path, model):
                 raise ValueError(f"{where}: {spec['type']} has no state buffer {name!r}")
             _copy_into(opt.state[g][name], arrays, f"optimizer/{g}/{name}", where)
     opt.step_count = int(spec.get("step_count", 0))
+    schedule = spec.get("schedule")
+    if schedule is not None and not (isinstance(schedule, dict) and "type" in schedule):
+        raise ValueError(f"{where}: the saved learning-rate schedule state is malformed")
+    opt._saved_schedule = schedule  # continued by the next schedule of its type made for opt
     return opt
 
 

@@ -330,7 +330,12 @@ class _CallbackList:
                 raise TypeError(
                     f"callbacks[{i}] must be a fastnn.callbacks.Callback, got {type(cb).__name__}"
                 )
-        self.callbacks = list(callbacks)
+        # Learning-rate schedules step first at each epoch's end, so that what later callbacks
+        # see (a ModelCheckpoint saving the optimizer, a logger) already has the next epoch's
+        # lr and the schedule's new state, whatever the order of the list.
+        from .optim.schedules import LRScheduler
+
+        self.callbacks = sorted(callbacks, key=lambda cb: not isinstance(cb, LRScheduler))
         self.model, self.optimizer = model, optimizer
         # Batch hooks cost a Python call per batch; without them fit runs batches in chunks.
         self.wants_batches = any(

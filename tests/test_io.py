@@ -93,6 +93,41 @@ def test_resume_from_checkpoint_equals_uninterrupted_training(tmp_path, make_opt
     assert h2.epoch == [2, 3] and h2.history["loss"] == h.history["loss"][2:]
 
 
+SCHEDULES = {
+    "step": lambda o: fnn.StepLR(o, step_size=2, gamma=0.5),
+    "cosine-warmup": lambda o: fnn.CosineAnnealingLR(o, T_max=6, warmup_epochs=2),
+    "plateau": lambda o: fnn.ReduceLROnPlateau(o, monitor="val_loss", factor=0.5, patience=0),
+}
+
+
+@pytest.mark.parametrize("name", list(SCHEDULES))
+def test_resume_with_a_schedule_equals_uninterrupted_training(tmp_path, name):
+    """The checkpoint (written by ModelCheckpoint, listed before the schedule) carries the
+    schedule's state; a new schedule of the same kind for the loaded optimizer continues it, so
+    lr per epoch and the final parameters equal those of a fit that never stopped."""
+    X, y = data()
+    kw = dict(loss=fnn.SoftmaxCrossEntropy(), batch_size=16, seed=5, verbose=0,
+              validation_split=0.25)  # fmt: skip
+    straight = model_of()
+    opt = fnn.SGD(straight.parameters(), lr=0.2, momentum=0.9)
+    h = straight.fit(X, y, optimizer=opt, epochs=6, callbacks=[SCHEDULES[name](opt)], **kw)
+
+    first = model_of()
+    opt1 = fnn.SGD(first.parameters(), lr=0.2, momentum=0.9)
+    ckpt = fnn.callbacks.ModelCheckpoint(str(tmp_path / "ck-{epoch}.npz"), save_best_only=False)
+    first.fit(X, y, optimizer=opt1, epochs=3, callbacks=[ckpt, SCHEDULES[name](opt1)], **kw)
+    resumed = fnn.load(ckpt.saved[-1])
+    opt2 = fnn.load_optimizer(ckpt.saved[-1], resumed)
+    h2 = resumed.fit(X, y, optimizer=opt2, epochs=6, initial_epoch=3,
+                     callbacks=[SCHEDULES[name](opt2)], **kw)  # fmt: skip
+    assert h2.history["lr"] == h.history["lr"][3:]
+    assert len(set(h.history["lr"])) > 1, "the schedule must change the lr in this test"
+    np.testing.assert_array_equal(resumed._flat.data, straight._flat.data)
+    # a schedule made again for the same optimizer starts afresh (only the first continues)
+    again = SCHEDULES[name](opt2)
+    assert again.last_epoch == 0
+
+
 def test_optimizer_over_separate_parameters(tmp_path):
     lin = fnn.Linear(3, 2, seed=0)  # not in a Sequential: one state group per parameter
     opt = fnn.SGD(lin.parameters(), lr=0.1, momentum=0.5)

@@ -23,6 +23,12 @@ class LRScheduler(Callback):
 
     ``step()`` advances ``last_epoch`` by one and sets ``optimizer.lr = lr_at(last_epoch)``.
     The schedule's initial lr (``base_lr``) is the optimizer's lr when the schedule is made.
+
+    Resuming: the optimizer remembers its schedule (``optimizer.schedule``), ``fastnn.save``
+    writes the schedule's state (``state_dict()``) with the optimizer, and the first schedule of
+    the same type made for an optimizer from ``fastnn.load_optimizer`` continues from it
+    (``base_lr``, ``last_epoch`` and, for ReduceLROnPlateau, the plateau counters), so a fit
+    resumed from a checkpoint follows the same learning rates as one that never stopped.
     """
 
     def __init__(self, optimizer):
@@ -31,9 +37,23 @@ class LRScheduler(Callback):
                 f"optimizer must be a fastnn optimizer (e.g. SGD(...)), got {optimizer!r}"
             )
         self.optimizer = optimizer
-        self.base_lr = float(optimizer.lr)
-        self.last_epoch = 0
-        optimizer.lr = self.lr_at(0)
+        saved = getattr(optimizer, "_saved_schedule", None)
+        if saved is not None and saved.get("type") == type(self).__name__:
+            optimizer._saved_schedule = None  # continued once, by the first schedule made
+            self.load_state_dict(saved)  # optimizer.lr is already the saved current lr
+        else:
+            self.base_lr = float(optimizer.lr)
+            self.last_epoch = 0
+            optimizer.lr = self.lr_at(0)
+        optimizer.schedule = self
+
+    def state_dict(self):
+        """What resuming needs, as JSON-ready values (``fastnn.save`` writes it)."""
+        return {"type": type(self).__name__, "base_lr": self.base_lr, "last_epoch": self.last_epoch}
+
+    def load_state_dict(self, state):
+        self.base_lr = float(state["base_lr"])
+        self.last_epoch = int(state["last_epoch"])
 
     def lr_at(self, epoch):
         raise NotImplementedError
@@ -199,6 +219,19 @@ class ReduceLROnPlateau(LRScheduler):
 
     def lr_at(self, epoch):
         return self.optimizer.lr if epoch else self.base_lr
+
+    def state_dict(self):
+        state = super().state_dict()
+        state.update(
+            best=self.best, num_bad_epochs=self.num_bad_epochs, cooldown_counter=self.cooldown_counter
+        )
+        return state
+
+    def load_state_dict(self, state):
+        super().load_state_dict(state)
+        self.best = float(state["best"])
+        self.num_bad_epochs = int(state["num_bad_epochs"])
+        self.cooldown_counter = int(state["cooldown_counter"])
 
     def _is_better(self, value):
         if self.mode == "min":
