@@ -23,7 +23,8 @@ Steps, each a function below:
    float32 and float64, serial and parallel, on awkward shapes (one row, one column, sizes that
    are no multiple of anything) and on logits of +-1e4, where a naive ``exp`` overflows.
 3. Time it against the built-in: the two are called alternately, many repeats, and the median
-   is reported, so a slow spell of a shared machine hits both the same way.
+   is reported, so a slow spell of a shared machine hits both the same way.  The timings are
+   drawn into ``kernel_experiment.png`` (time per call, relative to the built-in).
 
 Adding the variant to the asv suite
 -----------------------------------
@@ -57,6 +58,7 @@ check it.
 
 import argparse
 import math
+import os
 import time
 
 import numpy as np
@@ -156,7 +158,7 @@ def time_interleaved(kernels, Z, repeats, sample_seconds=2e-3, budget_seconds=10
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--out", default=".", help="unused: this script writes no files")
+    p.add_argument("--out", default=".", help="folder for kernel_experiment.png (default: .)")
     p.add_argument("--quick", action="store_true", help="fewer timing repeats, serial only")
     args = p.parse_args()
     rng = np.random.default_rng(0)
@@ -167,6 +169,7 @@ def main():
     # On a machine shared with other jobs the parallel builds' timings swing by 10x or more
     # (a woken thread waits for a busy core): read them across several runs.
     builds = ("serial",) if args.quick else ("serial", "parallel")
+    results = []
     # the tutorial's output layer (batch 64, 10 classes), and long rows (asv's "large" shape)
     for shape in ((64, 10), (512, 1024)):
         Z = (rng.standard_normal(shape) * 3).astype(np.float32)
@@ -182,6 +185,34 @@ def main():
                 f"float32 {shape[0]}x{shape[1]} {build:>8}: built-in {base * 1e6:8.2f} us, "
                 f"online {var * 1e6:8.2f} us, speed-up {base / var:5.2f}x"
             )
+            results.append((f"{shape[0]}x{shape[1]}\n{build}", base, var))
+    path = os.path.join(args.out, "kernel_experiment.png")
+    plot(results, path)
+    print(f"wrote {path}")
+
+
+def plot(results, path):
+    """Time per call of the variant relative to the built-in, per shape and build."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no window: write a file
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    labels = [label for label, _, _ in results]
+    x = np.arange(len(results))
+    ax.bar(x - 0.2, [1.0] * len(results), 0.4, label="built-in softmax_forward", color="tab:gray")
+    ax.bar(x + 0.2, [var / base for _, base, var in results], 0.4, label="online variant")
+    for i, (_, base, _) in enumerate(results):
+        ax.annotate(f"{base * 1e6:.1f} us", (i - 0.2, 1.0), ha="center", va="bottom", fontsize=8)
+    ax.set_xticks(x, labels)
+    top = max(1.0, *(var / base for _, base, var in results))
+    ax.set(ylabel="time per call / built-in (lower is faster)", title="float32 row softmax")
+    ax.set_ylim(0, 1.4 * top)  # room for the legend above the bars
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
 
 
 if __name__ == "__main__":

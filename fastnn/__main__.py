@@ -46,8 +46,12 @@ def _train_parser(sub):
         choices=["relu", "leaky_relu", "tanh", "sigmoid", "identity"],
         help="activation of every hidden layer (default: relu)",
     )
-    p.add_argument("--epochs", type=_positive(int), default=30, help="training epochs (default: 30)")
-    p.add_argument("--batch-size", type=_positive(int), default=32, help="mini-batch size (default: 32)")
+    p.add_argument(
+        "--epochs", type=_positive(int), default=30, help="training epochs (default: 30)"
+    )
+    p.add_argument(
+        "--batch-size", type=_positive(int), default=32, help="mini-batch size (default: 32)"
+    )
     p.add_argument(
         "--lr",
         type=_positive(float),

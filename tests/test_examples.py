@@ -18,14 +18,14 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
-def run_example(name, tmp_path, *args, timeout=600):
+def run_example(name, tmp_path, *args, timeout=600, out=True):
     # One thread for numba and BLAS: on the shared 2-core machine under load (load average
     # 13), a one-epoch fit of a 256-128-10 network on 20,000 samples took 12.3 s with the
     # default 2 threads and 0.17 s with 1 (threads waiting for busy cores).  The scripts'
     # claims do not depend on the thread count; the parallel builds are tested elsewhere.
     env = dict(os.environ, MPLBACKEND="Agg", NUMBA_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1")
     proc = subprocess.run(
-        [sys.executable, str(EXAMPLES / name), "--quick", "--out", str(tmp_path), *args],
+        [sys.executable, str(EXAMPLES / name), "--quick", *(["--out", str(tmp_path)] * out), *args],
         cwd=tmp_path,
         env=env,
         capture_output=True,
@@ -115,12 +115,14 @@ def test_sklearn_dropin(tmp_path):
     assert number_after(r"sklearn.neural_network.MLPClassifier", out) > 0.8
     assert number_after(r"fastnn.sklearn.MLPClassifier", out) > 0.8
     assert "fastnn fit speed-up:" in out
+    assert_png(tmp_path / "sklearn_dropin.png")
 
 
 def test_kernel_experiment(tmp_path):
     out = run_example("kernel_experiment.py", tmp_path)
     assert "correctness: 24 checks passed" in out
     assert len(re.findall(r"speed-up\s+[0-9.]+x", out)) == 2  # two shapes, serial (quick)
+    assert_png(tmp_path / "kernel_experiment.png")
 
 
 def test_fit_memmap(tmp_path):
@@ -134,3 +136,9 @@ def test_fit_memmap(tmp_path):
     assert 0 < number_after(r"pages of the data file resident, peak", out) <= size + 1
     assert (data / "train.npy").is_file() and (data / "train_labels.npy").is_file()
     assert_png(tmp_path / "fit_memmap_memory.png")
+
+
+def test_plots_go_to_the_current_folder_without_out(tmp_path):
+    """Run with no --out (as a reader would), the PNG lands in the folder the script runs in."""
+    run_example("tutorial3_linear_and_product.py", tmp_path, out=False)
+    assert_png(tmp_path / "tutorial3_product.png")

@@ -7,7 +7,6 @@ import warnings
 
 import numpy as np
 import pytest
-
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import (
     check_sample_weight_equivalence_on_dense_data,

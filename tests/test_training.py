@@ -272,7 +272,7 @@ def test_fit_checks_bce_targets_are_probabilities():
     opt = fnn.SGD(model.parameters(), lr=0.1)
     before = model._flat.data.copy()
     for bad in (np.full((X.shape[0], 2), 5.0), np.full((X.shape[0], 2), -0.5)):
-        with pytest.raises(ValueError, match=r"y must hold 0/1 labels or probabilities in \[0, 1\]"):
+        with pytest.raises(ValueError, match=r"y must hold 0/1 labels or probabilities in \[0, 1"):
             model.fit(X, bad, loss=fnn.BCEWithLogits(), optimizer=opt, epochs=1, batch_size=8,
                       verbose=0)  # fmt: skip
         with pytest.raises(ValueError, match="validation_data\\[1\\] must hold 0/1"):

@@ -15,7 +15,9 @@ def layer_input(X, layer, n_features=None, dtype=None):
         try:
             X = np.asarray(X, dtype=dtype or np.float64)
         except (TypeError, ValueError):
-            raise TypeError(f"{layer}: X must be a numeric 2-D array, got {type(X).__name__}") from None
+            raise TypeError(
+                f"{layer}: X must be a numeric 2-D array, got {type(X).__name__}"
+            ) from None
     if X.ndim != 2:
         raise ValueError(f"{layer}: X must be 2-D (n_samples, n_features), got shape {X.shape}")
     if n_features is not None and X.shape[1] != n_features:

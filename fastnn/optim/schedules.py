@@ -223,7 +223,9 @@ class ReduceLROnPlateau(LRScheduler):
     def state_dict(self):
         state = super().state_dict()
         state.update(
-            best=self.best, num_bad_epochs=self.num_bad_epochs, cooldown_counter=self.cooldown_counter
+            best=self.best,
+            num_bad_epochs=self.num_bad_epochs,
+            cooldown_counter=self.cooldown_counter,
         )
         return state
 
