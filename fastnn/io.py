@@ -138,11 +138,7 @@ def save(path, model, optimizer=None):
             "step_count": int(optimizer.step_count),
             "n_groups": len(optimizer.state),
             "state": [sorted(s) for s in optimizer.state],
-            "schedule": (
-                optimizer.schedule.state_dict()
-                if getattr(optimizer, "schedule", None) is not None
-                else None
-            ),
+            "schedule": None if optimizer.schedule is None else optimizer.schedule.state_dict(),
         }
         for g, state in enumerate(optimizer.state):
             for name, value in state.items():

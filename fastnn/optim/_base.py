@@ -48,6 +48,8 @@ class Optimizer:
         self.last_grad_norm = None
         self._grad_scale = 1.0
         self.step_count = 0
+        self.schedule = None  # the LRScheduler driving ``lr``, whose state fastnn.save writes
+        self._saved_schedule = None  # a loaded schedule state, for the next schedule made
         flat = FlatParameters.slice_of(params)
         self._groups = (
             [flat]

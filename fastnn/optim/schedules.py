@@ -37,7 +37,7 @@ class LRScheduler(Callback):
                 f"optimizer must be a fastnn optimizer (e.g. SGD(...)), got {optimizer!r}"
             )
         self.optimizer = optimizer
-        saved = getattr(optimizer, "_saved_schedule", None)
+        saved = optimizer._saved_schedule
         if saved is not None and saved.get("type") == type(self).__name__:
             optimizer._saved_schedule = None  # continued once, by the first schedule made
             self.load_state_dict(saved)  # optimizer.lr is already the saved current lr

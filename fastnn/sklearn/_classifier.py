@@ -32,7 +32,8 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     solver : {'lbfgs', 'sgd', 'adam'}, default='adam'
         'lbfgs' runs scipy.optimize's L-BFGS-B on the compiled loss and gradient (float64).
     alpha : float, default=1e-4
-        L2 penalty ``0.5 * alpha * sum(W**2) / n_samples`` on the weights (not intercepts).
+        L2 penalty ``0.5 * alpha * sum(W**2)`` on the weights (not intercepts), divided by the
+        batch's sum of sample weights (its size when unweighted), as scikit-learn does.
     batch_size : int or 'auto', default='auto'
         Minibatch size of the stochastic solvers; 'auto' is ``min(200, n_samples)``.
     learning_rate : {'constant', 'invscaling', 'adaptive'}, default='constant'
