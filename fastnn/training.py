@@ -82,9 +82,9 @@ def _check_fit_args(model, X, y, loss, optimizer, epochs, batch_size):
 def _check_batch_sizes(model, n, batch_size):
     """Layers that need several samples per training batch (BatchNorm1d) get them in every
     batch of the epoch, the smaller last one included; checked before anything trains."""
+    smallest = min(n % batch_size or batch_size, n)
     for layer in model.layers:
         need = getattr(layer, "min_train_batch", 1)
-        smallest = min(n % batch_size or batch_size, n)
         if smallest < need:
             raise ValueError(
                 f"batch_size={batch_size} on {n} samples leaves a batch of {smallest}, but "
