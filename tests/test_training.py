@@ -154,12 +154,23 @@ def _unscaled():
     return X, rng.integers(0, 3, 200)
 
 
-def _diverging_fit(epochs):
+def _plain_net():
+    return fnn.Sequential(fnn.Linear(10, 16, seed=0), fnn.ReLU(), fnn.Linear(16, 3, seed=1))
+
+
+def _norm_net():
+    return fnn.Sequential(
+        fnn.Linear(10, 16, seed=0), fnn.BatchNorm1d(16), fnn.ReLU(), fnn.Dropout(0.2, seed=3),
+        fnn.Linear(16, 3, seed=1),
+    )  # fmt: skip
+
+
+def _diverging_fit(epochs, make=_plain_net, lr=1.0):
     """Fit with a learning rate far too large for unscaled data; returns the model (and the
     error, if one was raised)."""
     X, y = _unscaled()
-    model = fnn.Sequential(fnn.Linear(10, 16, seed=0), fnn.ReLU(), fnn.Linear(16, 3, seed=1))
-    opt = fnn.SGD(model.parameters(), lr=1.0, momentum=0.9)
+    model = make()
+    opt = fnn.SGD(model.parameters(), lr=lr, momentum=0.9)
     try:
         model.fit(
             X,
@@ -218,29 +229,14 @@ def test_fit_trains_every_loss():
     assert hist.history["accuracy"][-1] > 0.8
 
 
-def _diverging_norm_fit(epochs, lr):
-    X, y = _unscaled()
-    model = fnn.Sequential(
-        fnn.Linear(10, 16, seed=0), fnn.BatchNorm1d(16), fnn.ReLU(), fnn.Dropout(0.2, seed=3),
-        fnn.Linear(16, 3, seed=1),
-    )  # fmt: skip
-    opt = fnn.SGD(model.parameters(), lr=lr, momentum=0.9)
-    try:
-        model.fit(X, y, loss=fnn.SoftmaxCrossEntropy(), optimizer=opt, epochs=epochs,
-                  batch_size=32, seed=0, verbose=0)  # fmt: skip
-    except fnn.TrainingDivergedError as exc:
-        return model, exc
-    return model, None
-
-
 def test_divergence_restores_layer_state_too():
     """BatchNorm1d's running statistics and Dropout's mask counter go back to the last finite
     epoch with the parameters (a model whose running_var is inf predicts nothing useful)."""
-    model, error = _diverging_norm_fit(40, lr=100.0)
+    model, error = _diverging_fit(40, _norm_net, lr=100.0)
     assert isinstance(error, fnn.TrainingDivergedError)
     k = int(re.search(r"end of epoch (\d+)", str(error)).group(1))
     assert k >= 1, "choose data that diverges after at least one finite epoch"
-    separately, error_k = _diverging_norm_fit(k, lr=100.0)
+    separately, error_k = _diverging_fit(k, _norm_net, lr=100.0)
     assert error_k is None
     np.testing.assert_array_equal(model._flat.data, separately._flat.data)
     for got, want in zip(model.layers, separately.layers, strict=True):
