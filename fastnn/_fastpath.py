@@ -116,7 +116,7 @@ class FastEpochRunner:
         layout, total = E.workspace_layout(sizes, batch_size, n)
         self.layout = np.array(layout, np.int64)
         self.work = np.empty(total, dtype)
-        self.iwork = np.empty(min(batch_size, n), np.int64)
+        self.iwork = np.empty(2 * min(batch_size, n), np.int64)  # labels, softmax arg-max
         self.hyper = np.zeros(E.N_HYPER, np.float64)
         self.stats = np.zeros(E.N_STATS, np.float64)
         self.params, self.grads = flat.data, flat.grad

@@ -109,7 +109,5 @@ def _threads_from_env():
     try:
         n = int(value)
     except ValueError:
-        raise ValueError(
-            f"FASTNN_NUM_THREADS must be a positive integer, got {value!r}"
-        ) from None
+        raise ValueError(f"FASTNN_NUM_THREADS must be a positive integer, got {value!r}") from None
     set_num_threads(n)

@@ -33,8 +33,9 @@ def _deriv_from_output(A, code, alpha):
 
 
 # -- the pass kernels ----------------------------------------------------------------------------
-@pytest.mark.parametrize("shape", [(1, 5), (7, 1), (9, 70)])
+@pytest.mark.parametrize("shape", [(1, 5), (7, 1), (9, 70), (E.PREFETCH_AHEAD + 9, 3)])
 def test_gather_batch(dtype, rng, shape):
+    # the last shape has rows PREFETCH_AHEAD ahead inside the order, and rows past its end
     X = rng.standard_normal((shape[0] + 4, shape[1])).astype(dtype)
     y = rng.integers(0, 9, X.shape[0]).astype(np.int64)
     order = rng.permutation(X.shape[0]).astype(np.int64)
@@ -56,6 +57,11 @@ def test_bias_act(dtype, rng, shape, code):
     expected = activation(A.astype(np.float64) + b, code)
     E.bias_act(A, b, code, dtype.type(0.0))
     assert_close(A, expected, dtype)
+    # feature-major: one bias per row
+    AT = rng.standard_normal(shape[::-1]).astype(dtype)
+    expected = activation(AT.astype(np.float64) + b[:, None], code)
+    E.bias_act_t(AT, b, code, dtype.type(0.0))
+    assert_close(AT, expected, dtype)
 
 
 @pytest.mark.parametrize("shape", [(1, 3), (5, 1), (6, 70), (3, 129)])
@@ -70,6 +76,16 @@ def test_mask_colsum(dtype, rng, shape, code):
     E.mask_colsum(G, A, code, dtype.type(0.1), db)  # in place
     assert_close(G, d, dtype)
     assert_close(db[: shape[1]], d.sum(axis=0), dtype, scale=shape[0])
+    assert np.all(db[shape[1] :] == 7.0)
+
+    # feature-major: (units, rows), the sums along rows
+    G = rng.standard_normal(shape[::-1]).astype(dtype)
+    A = np.ascontiguousarray(A.T)
+    d = G.astype(np.float64) * _deriv_from_output(A.astype(np.float64), code, 0.1)
+    db[:] = 7.0
+    E.mask_rowsum_t(G, A, code, dtype.type(0.1), db)
+    assert_close(G, d, dtype)
+    assert_close(db[: shape[1]], d.sum(axis=1), dtype, scale=shape[0])
     assert np.all(db[shape[1] :] == 7.0)
 
 
@@ -88,22 +104,41 @@ def test_small_products(dtype, rng, n, n_in, n_out):
     dH = np.empty((n, n_in), dtype)
     E.small_input_grad(dZ, W, dH)
     assert_close(dH, dZ.astype(np.float64) @ W.T, dtype, scale=n_out)
+    # the same products with the output side feature-major (a softmax layer's logits/delta)
+    AT = np.empty((n_out, n), dtype)
+    E.small_forward_t(H, W, b, TANH, dtype.type(0.0), AT)
+    assert_close(AT, dense_forward(H, W, b, TANH).T, dtype)
+    dZT = np.ascontiguousarray(dZ.T)
+    dW[...] = np.nan
+    E.small_weight_grad_t(H, dZT, dW)
+    assert_close(dW, H.T.astype(np.float64) @ dZ, dtype, scale=n)
+    dH[...] = np.nan
+    E.small_input_grad_t(dZT, W, dH)
+    assert_close(dH, dZ.astype(np.float64) @ W.T, dtype, scale=n_out)
 
 
-@pytest.mark.parametrize("m, k", [(1, 2), (6, 1), (9, 5)])
+@pytest.mark.parametrize("m, k", [(1, 2), (6, 1), (9, 5), (37, 3)])
 def test_loss_rows(dtype, rng, m, k):
     Z = (3 * rng.standard_normal((m, k))).astype(dtype)
     yb = rng.integers(0, k, m).astype(np.int64)
-    dZ = np.empty((m, k), dtype)
+    if k > 1:
+        Z[0, :2] = Z[0, 1]  # a tie: the first maximum counts
+    # the softmax takes its logits feature-major, (classes, rows)
+    dZT = np.empty((k, m), dtype)
     db = np.full(k, np.nan, dtype)
-    total, correct = E.softmax_xent_rows(Z, yb, dZ, db)
+    scratch = np.full((2, m), np.nan, dtype)
+    best = np.empty(m, np.int64)
+    ZT = np.ascontiguousarray(Z.T)
+    total, correct = E.softmax_xent_cols(ZT, yb, dZT, db, scratch[0], scratch[1], best)
     Z64 = Z.astype(np.float64)
     P = np.exp(Z64 - Z64.max(axis=1, keepdims=True))
     P /= P.sum(axis=1, keepdims=True)
     assert_close(total, -np.log(P[np.arange(m), yb]).sum(), dtype, scale=m)
     assert correct == np.sum(Z.argmax(axis=1) == yb)
-    assert_close(dZ, (P - one_hot(yb, k)) / m, dtype)
+    assert_close(dZT.T, (P - one_hot(yb, k)) / m, dtype)
     assert_close(db, ((P - one_hot(yb, k)) / m).sum(axis=0), dtype)
+
+    dZ = np.empty((m, k), dtype)
 
     T = rng.standard_normal((m, k)).astype(dtype)
     total, correct = E.mse_rows(Z, T, dZ)
