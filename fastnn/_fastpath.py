@@ -92,6 +92,10 @@ class FastEpochRunner:
     def __init__(self, model, X, y, loss_kind, optimizer, opt_kind, batch_size):
         self.model, self.X, self.optimizer = model, X, optimizer
         self.loss_kind, self.opt_kind, self.batch_size = loss_kind, opt_kind, batch_size
+        # check each gathered row of X for NaN/inf (fit's first epoch, instead of a separate
+        # pass over X); after a run, inputs_finite is False when it found one and stopped
+        self.check_inputs = False
+        self.inputs_finite = True
         dtype = model.dtype
         n = X.shape[0]
         self.n_batches = -(-n // batch_size)
@@ -152,6 +156,7 @@ class FastEpochRunner:
             first,
             last,
             self.batch_size,
+            self.check_inputs,
             self.sizes,
             self.w_off,
             self.b_off,
@@ -171,5 +176,6 @@ class FastEpochRunner:
             self.stats,
         )
         opt.step_count += int(self.stats[E.S_STEPS])
+        self.inputs_finite = self.stats[E.S_INPUTS_FINITE] != 0
         finite = self.stats[E.S_FINITE] != 0
         return float(self.stats[E.S_LOSS]), int(self.stats[E.S_CORRECT]), bool(finite)

@@ -3,6 +3,8 @@
 Each check raises a ValueError or TypeError that names the argument and says what was
 expected, before any kernel runs and before any parameter changes.  Inconvenient but valid
 input (float64 into a float32 model, integers, Fortran order, strided views) is converted.
+(The one deferred check, X's NaN/inf in a compiled fit without callbacks, is described in
+``fastnn.training.fit``: it is done during the first epoch, which is undone on failure.)
 """
 
 import numbers
@@ -58,10 +60,14 @@ def _as_numeric(X, name):
     return X
 
 
+def nonfinite_message(name):
+    return f"{name} contains NaN or inf; every value must be finite"
+
+
 def check_finite(X, name):
     X2 = X.reshape(X.shape[0], -1) if X.ndim != 2 else X
     if not pick(all_finite, all_finite_parallel, X2.size)(X2):
-        raise ValueError(f"{name} contains NaN or inf; every value must be finite")
+        raise ValueError(nonfinite_message(name))
 
 
 def check_X(X, name="X", *, dtype, n_features=None, finite=True):

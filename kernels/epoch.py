@@ -58,15 +58,17 @@ H_BETA1, H_BETA2, H_EPS, H_DECOUPLED = 5, 6, 7, 8
 N_HYPER = 9
 
 # slots of the float64 ``stats`` output
-S_LOSS, S_CORRECT, S_FINITE, S_STEPS = 0, 1, 2, 3
-N_STATS = 4
+S_LOSS, S_CORRECT, S_FINITE, S_STEPS, S_INPUTS_FINITE = 0, 1, 2, 3, 4
+N_STATS = 5
 
 
 # -- elementwise passes (serial: see "Threads" in the module docstring) -------------------------
 @njit
-def gather_batch(X, order, start, xb, y, yb):
+def gather_batch(X, order, start, xb, y, yb, check):
     """xb[r] = X[order[start + r]] for every row r of xb, and yb[r] = y[order[start + r]] when
     yb has rows (labels gathered in the same sweep: their cache misses overlap with X's).
+    Returns False when ``check`` is true and a gathered value is NaN or inf (True otherwise):
+    checking values already in registers costs nothing next to a separate pass over X.
 
     The rows are random, so each one is a cache miss (and often a TLB miss) that the hardware
     prefetcher cannot predict.  The loop therefore prefetches the row (its first and last
@@ -77,6 +79,7 @@ def gather_batch(X, order, start, xb, y, yb):
     m, k = xb.shape
     n = order.shape[0]
     labels = yb.shape[0] > 0
+    bad = xb.dtype.type(0)
     for r in range(m):
         ahead = start + r + PREFETCH_AHEAD
         if ahead < n:
@@ -88,8 +91,15 @@ def gather_batch(X, order, start, xb, y, yb):
         src = order[start + r]
         if labels:
             yb[r] = y[src]
-        for j in range(k):
-            xb[r, j] = X[src, j]
+        if check:
+            for j in range(k):
+                v = X[src, j]
+                xb[r, j] = v
+                bad += v * 0  # 0 for every finite v, NaN for NaN and inf
+        else:
+            for j in range(k):
+                xb[r, j] = X[src, j]
+    return bad == 0
 
 
 @njit
@@ -381,6 +391,7 @@ def train_batches(
     first,
     last,
     batch,
+    check_inputs,
     sizes,
     w_off,
     b_off,
@@ -399,8 +410,8 @@ def train_batches(
     iwork,
     stats,
 ):
-    """Train on batches ``first..last-1`` of ``order``; write (loss sum, correct, finite, steps)
-    into ``stats``.
+    """Train on batches ``first..last-1`` of ``order``; write (loss sum, correct, finite, steps,
+    inputs finite) into ``stats``.
 
     X (n, n_in) inputs; y (n,) int64 labels (LOSS_SOFTMAX_XENT) or T (n, k) targets
     (LOSS_MSE; the other is an unused dummy); order (n,) the epoch's sample order; batch the
@@ -411,7 +422,10 @@ def train_batches(
     unused ones may be any array of the parameters' size).  ``work`` is scratch laid out by
     ``workspace_layout`` (``layout``), ``iwork`` int64 scratch of ``2 * batch`` elements.  Stops
     at the first batch whose loss is not finite, before its backward pass, with
-    ``stats[S_FINITE] = 0``.
+    ``stats[S_FINITE] = 0``.  With ``check_inputs`` every gathered row of X is checked as it is
+    copied, and the call stops before the first batch holding a NaN or inf, with
+    ``stats[S_INPUTS_FINITE] = 0`` (``fit`` checks X this way in its first epoch: see
+    ``fastnn.training.fit``).
     """
     L = sizes.shape[0] - 1
     n = X.shape[0]
@@ -420,6 +434,7 @@ def train_batches(
     stats[S_CORRECT] = 0.0
     stats[S_FINITE] = 1.0
     stats[S_STEPS] = 0.0
+    stats[S_INPUTS_FINITE] = 1.0
     width = layout[2 * L + 1] - layout[2 * L]
     zero_b = work[layout[2 * L] : layout[2 * L] + width]
     scratch_db = work[layout[2 * L + 1] : layout[2 * L + 1] + width]
@@ -438,13 +453,13 @@ def train_batches(
         step = step0 + bi - first + 1
         xb = work[: m * sizes[0]].reshape((m, sizes[0]))
         k_out = sizes[L]
-        if loss_kind == LOSS_SOFTMAX_XENT:
-            yb = iwork[:m]
-            gather_batch(X, order, start, xb, y, yb)
-        else:
-            gather_batch(X, order, start, xb, y, iwork[:0])
+        yb = iwork[:m] if loss_kind == LOSS_SOFTMAX_XENT else iwork[:0]
+        if not gather_batch(X, order, start, xb, y, yb, check_inputs):
+            stats[S_INPUTS_FINITE] = 0.0
+            return
+        if loss_kind != LOSS_SOFTMAX_XENT:
             tb = work[layout[2 * L + 2] : layout[2 * L + 2] + m * k_out].reshape((m, k_out))
-            gather_batch(T, order, start, tb, y, iwork[:0])
+            gather_batch(T, order, start, tb, y, iwork[:0], False)
         # -- forward -----------------------------------------------------------------------
         H = xb
         for k in range(L):

@@ -41,12 +41,24 @@ def test_gather_batch(dtype, rng, shape):
     order = rng.permutation(X.shape[0]).astype(np.int64)
     xb = np.empty(shape, dtype)
     yb = np.empty(shape[0], np.int64)
-    E.gather_batch(X, order, 3, xb, y, yb)
-    np.testing.assert_array_equal(xb, X[order[3 : 3 + shape[0]]])
-    np.testing.assert_array_equal(yb, y[order[3 : 3 + shape[0]]])
-    xb[...] = 0
-    E.gather_batch(X, order, 3, xb, y, yb[:0])  # no labels
-    np.testing.assert_array_equal(xb, X[order[3 : 3 + shape[0]]])
+    for check in (False, True):
+        xb[...] = 0
+        assert E.gather_batch(X, order, 3, xb, y, yb, check)
+        np.testing.assert_array_equal(xb, X[order[3 : 3 + shape[0]]])
+        np.testing.assert_array_equal(yb, y[order[3 : 3 + shape[0]]])
+        xb[...] = 0
+        assert E.gather_batch(X, order, 3, xb, y, yb[:0], check)  # no labels
+        np.testing.assert_array_equal(xb, X[order[3 : 3 + shape[0]]])
+    # a NaN or inf in a gathered row is reported only when checking; rows outside the
+    # batch do not count
+    for bad in (np.nan, np.inf, -np.inf):
+        Xb = X.copy()
+        Xb[order[3 + shape[0] - 1], shape[1] - 1] = bad
+        Xb[order[0]] = np.nan
+        assert E.gather_batch(Xb, order, 3, xb, y, yb, False)
+        assert not E.gather_batch(Xb, order, 3, xb, y, yb, True)
+        Xb[order[3 + shape[0] - 1], shape[1] - 1] = 0
+        assert E.gather_batch(Xb, order, 3, xb, y, yb, True)
 
 
 @pytest.mark.parametrize("shape", [(1, 3), (5, 1), (6, 70)])

@@ -130,6 +130,78 @@ def test_fit_rejects_bad_input_before_changing_anything(case):
     _assert_unchanged(before, model, opt)
 
 
+# Without callbacks the compiled fast path checks X for NaN/inf as its first epoch gathers the
+# rows (no separate pass over X), then restores what the epoch changed.  These cases put the
+# bad value where several batches train before it is reached.
+def _trained(fastpath, monkeypatch):
+    monkeypatch.setattr(fnn._fastpath, "ENABLED", fastpath)
+    model, opt, loss = _setup()
+    X0, y0 = _data()
+    model.fit(X0, y0, loss=loss, optimizer=opt, epochs=1, batch_size=8, verbose=0)
+    return model, opt, loss
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+@pytest.mark.parametrize("fastpath", [True, False], ids=["fast-path", "layer-path"])
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_fit_rejects_nonfinite_X_late_in_the_epoch(bad, fastpath, shuffle, monkeypatch):
+    model, opt, loss = _trained(fastpath, monkeypatch)
+    before = _state(model, opt)
+    X, y = _data(n=64)
+    X[-1, 1] = bad  # the last row: with shuffle=False, 7 batches of 8 train before it
+    with pytest.raises(ValueError, match="X contains NaN or inf"):
+        model.fit(X, y, loss=loss, optimizer=opt, epochs=3, batch_size=8, shuffle=shuffle,
+                  verbose=0)  # fmt: skip
+    _assert_unchanged(before, model, opt)
+
+
+def test_fit_nonfinite_X_wins_over_an_earlier_divergence(monkeypatch):
+    # the loss overflows in the first batch, long before the NaN row: still the X error
+    model, opt, loss = _trained(True, monkeypatch)
+    before = _state(model, opt)
+    X, y = _data(n=64)
+    X[:-1] *= 1e30
+    X[-1, 0] = np.nan
+    with pytest.raises(ValueError, match="X contains NaN or inf"):
+        model.fit(X, y, loss=loss, optimizer=opt, epochs=1, batch_size=8, shuffle=False,
+                  verbose=0)  # fmt: skip
+    _assert_unchanged(before, model, opt)
+    X[-1, 0] = 0.0  # finite but diverging: the divergence error, as before
+    with pytest.raises(fnn.TrainingDivergedError):
+        model.fit(X, y, loss=loss, optimizer=opt, epochs=1, batch_size=8, shuffle=False,
+                  verbose=0)  # fmt: skip
+
+
+def test_fit_checks_X_before_any_callback_runs(monkeypatch):
+    calls = []
+
+    class Recorder(fnn.callbacks.Callback):
+        def on_train_begin(self, logs):
+            calls.append("train_begin")
+
+        def on_epoch_begin(self, epoch, logs):
+            calls.append("epoch_begin")
+
+    model, opt, loss = _trained(True, monkeypatch)
+    before = _state(model, opt)
+    X, y = _data(n=64)
+    X[-1, 1] = np.nan
+    with pytest.raises(ValueError, match="X contains NaN or inf"):
+        model.fit(X, y, loss=loss, optimizer=opt, epochs=1, batch_size=8, verbose=0,
+                  callbacks=[Recorder()])  # fmt: skip
+    assert calls == []
+    _assert_unchanged(before, model, opt)
+
+
+def test_fit_with_no_epoch_to_run_still_checks_X(monkeypatch):
+    model, opt, loss = _trained(True, monkeypatch)
+    X, y = _data()
+    X[0, 0] = np.nan
+    with pytest.raises(ValueError, match="X contains NaN or inf"):
+        model.fit(X, y, loss=loss, optimizer=opt, epochs=2, initial_epoch=2, batch_size=8,
+                  verbose=0)  # fmt: skip
+
+
 @pytest.mark.parametrize(
     "X,exc,word",
     [
