@@ -17,7 +17,7 @@ from numba import prange
 
 from ._blas import gemm
 from ._config import njit, twin
-from .activations import activate, derivative
+from .activations import activate, bias_activate, derivative, scale_by_derivative
 
 # Products of at most this many multiply-adds (n_rows * n_in * n_out), and one-row products, run
 # as compiled loops; everything else goes to BLAS.  Measured on the 2-core reference machine
@@ -40,19 +40,13 @@ def small_product(n_rows, n_in, n_out):
 @njit
 def bias_act(A, b, code, alpha):
     """A = f(A + b) in place, serially (the pass after a BLAS product)."""
-    n, m = A.shape
-    for i in range(n):
-        for j in range(m):
-            A[i, j] = activate(A[i, j] + b[j], code, alpha)
+    bias_activate(A, b, code, alpha)
 
 
 @njit
 def mask_rows(dX, X, code, alpha):
     """dX *= f'(X) in place, serially (the pass after a BLAS product)."""
-    n, m = dX.shape
-    for i in range(n):
-        for j in range(m):
-            dX[i, j] *= derivative(X[i, j], code, alpha)
+    scale_by_derivative(dX, X, code, alpha)
 
 
 @njit

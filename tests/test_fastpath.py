@@ -62,22 +62,22 @@ def test_gather_batch(dtype, rng, shape):
 
 
 @pytest.mark.parametrize("shape", [(1, 3), (5, 1), (6, 70)])
-@pytest.mark.parametrize("code", [RELU, TANH])
+@pytest.mark.parametrize("code", [IDENT, RELU, LEAKY, SIGMOID, TANH])
 def test_bias_act(dtype, rng, shape, code):
     A = rng.standard_normal(shape).astype(dtype)
     b = rng.standard_normal(shape[1]).astype(dtype)
-    expected = activation(A.astype(np.float64) + b, code)
-    E.bias_act(A, b, code, dtype.type(0.0))
+    expected = activation(A.astype(np.float64) + b, code, 0.1)
+    E.bias_act(A, b, code, dtype.type(0.1))
     assert_close(A, expected, dtype)
     # feature-major: one bias per row
     AT = rng.standard_normal(shape[::-1]).astype(dtype)
-    expected = activation(AT.astype(np.float64) + b[:, None], code)
-    E.bias_act_t(AT, b, code, dtype.type(0.0))
+    expected = activation(AT.astype(np.float64) + b[:, None], code, 0.1)
+    E.bias_act_t(AT, b, code, dtype.type(0.1))
     assert_close(AT, expected, dtype)
 
 
 @pytest.mark.parametrize("shape", [(1, 3), (5, 1), (6, 70), (3, 129)])
-@pytest.mark.parametrize("code", [IDENT, RELU, LEAKY, SIGMOID])
+@pytest.mark.parametrize("code", [IDENT, RELU, LEAKY, SIGMOID, TANH])
 def test_mask_colsum(dtype, rng, shape, code):
     G = rng.standard_normal(shape).astype(dtype)
     A = rng.uniform(-1, 1, shape).astype(dtype)
