@@ -113,21 +113,53 @@ def scale_by_derivative(D, A, code, alpha):
 
 
 def _activation_forward(Z, code, alpha, A):
-    """A = f(Z), row-parallel.  Z, A: (n, m); A may be Z (in place)."""
+    """A = f(Z), row-parallel.  Z, A: (n, m); A may be Z (in place).  One loop per activation
+    where the body is plain arithmetic (see bias_activate)."""
     n, m = Z.shape
     s = Z.dtype.type(alpha)
-    for i in prange(n):
-        for j in range(m):
-            A[i, j] = activate(Z[i, j], code, s)
+    if code == RELU:
+        for i in prange(n):
+            for j in range(m):
+                z = Z[i, j]
+                A[i, j] = z if z > 0 else z * 0
+    elif code == LEAKY_RELU:
+        for i in prange(n):
+            for j in range(m):
+                z = Z[i, j]
+                A[i, j] = z if z > 0 else z * s
+    else:
+        for i in prange(n):
+            for j in range(m):
+                A[i, j] = activate(Z[i, j], code, s)
 
 
 def _activation_backward(A, dA, code, alpha, dZ):
-    """dZ = dA * f'(Z), with f' computed from the output A.  dZ may be dA (in place)."""
+    """dZ = dA * f'(Z), with f' computed from the output A.  dZ may be dA (in place).  One
+    loop per activation (see scale_by_derivative)."""
     n, m = A.shape
     s = A.dtype.type(alpha)
-    for i in prange(n):
-        for j in range(m):
-            dZ[i, j] = dA[i, j] * derivative(A[i, j], code, s)
+    if code == RELU:
+        for i in prange(n):
+            for j in range(m):
+                dZ[i, j] = dA[i, j] if A[i, j] > 0 else dA[i, j] * 0
+    elif code == LEAKY_RELU:
+        for i in prange(n):
+            for j in range(m):
+                dZ[i, j] = dA[i, j] if A[i, j] > 0 else dA[i, j] * s
+    elif code == SIGMOID:
+        for i in prange(n):
+            for j in range(m):
+                a = A[i, j]
+                dZ[i, j] = dA[i, j] * (a * (1 - a))
+    elif code == TANH:
+        for i in prange(n):
+            for j in range(m):
+                a = A[i, j]
+                dZ[i, j] = dA[i, j] * (1 - a * a)
+    else:
+        for i in prange(n):
+            for j in range(m):
+                dZ[i, j] = dA[i, j]
 
 
 activation_forward, activation_forward_parallel = twin(_activation_forward)

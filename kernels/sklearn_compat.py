@@ -27,7 +27,7 @@ from numba import prange
 
 from ._blas import gemm
 from ._config import njit, twin
-from .activations import IDENTITY, SIGMOID, activate, derivative
+from .activations import IDENTITY, SIGMOID, activate, bias_activate, scale_by_derivative
 
 OUT_IDENTITY = 0
 OUT_LOGISTIC = 1
@@ -208,10 +208,7 @@ def _layer_forward(X, W, b, code, A):
     Every row is then computed the same way whatever the batch size.
     """
     gemm(False, False, 1.0, X, W, 0.0, A)
-    s = A.dtype.type(0)
-    for i in range(A.shape[0]):
-        for j in range(A.shape[1]):
-            A[i, j] = activate(A[i, j] + b[j], code, s)
+    bias_activate(A, b, code, A.dtype.type(0))
 
 
 @njit
@@ -228,10 +225,7 @@ def _layer_backward(X, W, D, prev_code, gW, gb, D_prev):
         return
     gemm(False, True, 1.0, D, W, 0.0, D_prev)
     if prev_code != IDENTITY:
-        s = X.dtype.type(0)
-        for i in range(X.shape[0]):
-            for p in range(X.shape[1]):
-                D_prev[i, p] *= derivative(X[i, p], prev_code, s)
+        scale_by_derivative(D_prev, X, prev_code, X.dtype.type(0))
 
 
 output_loss_delta, output_loss_delta_parallel = twin(_output_loss_delta)
