@@ -91,14 +91,15 @@ def gather_batch(X, order, start, xb, y, yb, check):
         src = order[start + r]
         if labels:
             yb[r] = y[src]
-        if check:
-            for j in range(k):
-                v = X[src, j]
-                xb[r, j] = v
-                bad += v * 0  # 0 for every finite v, NaN for NaN and inf
-        else:
-            for j in range(k):
-                xb[r, j] = X[src, j]
+        for j in range(k):
+            xb[r, j] = X[src, j]
+    if check:
+        # one sweep over the gathered batch, still in cache: v * 0 is 0 for every finite v
+        # and NaN for NaN and inf (a separate sweep vectorises; folded into the copy loop
+        # it cost 10 us more per 64x784 batch)
+        flat = xb.reshape(m * k)
+        for i in range(m * k):
+            bad += flat[i] * 0
     return bad == 0
 
 
