@@ -216,9 +216,10 @@ class _Snapshot:
     running statistics, Dropout's mask counter), restored when the loss diverges."""
 
     def __init__(self, model, optimizer):
+        # buffers only: ``take`` fills them at the start of every epoch, before any ``restore``
         self.model, self.optimizer = model, optimizer
-        self.data = model._flat.data.copy()
-        self.state = [{k: v.copy() for k, v in s.items()} for s in optimizer.state]
+        self.data = np.empty_like(model._flat.data)
+        self.state = [{k: np.empty_like(v) for k, v in s.items()} for s in optimizer.state]
         self.step_count = optimizer.step_count
         self.layer_state = None
 
