@@ -23,7 +23,11 @@ gradient is then never stored (``Parameter.grad`` of the weights is left as it w
 saves a write and a read of every weight per step (about 3% of a 784-1024-1024-1024-10 step).
 
 Products go to BLAS (``_blas.gemm``) unless ``dense.small_product`` says a compiled loop is
-faster.
+faster.  With a softmax loss the output layer's logits and delta are stored transposed
+(classes x batch rows; BLAS reads and writes them through its transpose flags), so the
+softmax vectorises along the batch however few the classes: with 3 classes this halved a
+4-6-8-10-3@150 epoch.  The gather of each batch prefetches rows ahead (``gather_batch``) and,
+in ``fit``'s first epoch, checks them for NaN and inf.
 
 Threads: every pass here is serial and BLAS brings the parallelism.  Measured on the 2-core
 reference machine (2 threads, one epoch / the GEMM floor): with the elementwise passes in
@@ -31,7 +35,10 @@ numba's parallel builds 784-100-10@64 took 45x the floor and 784-512-512-10@256 
 serial passes 1.47x and 1.40x.  numba's OpenMP workers spin after a parallel region and
 starve the OpenBLAS worker that needs the same core (and OpenBLAS's idle workers spin for
 ~0.1 s after each product); even with passive OpenMP waiting (OMP_WAIT_POLICY=PASSIVE)
-parallel passes stayed slower (1.91x vs 1.45x), since each region then pays a wake-up.
+parallel passes stayed slower (1.91x vs 1.45x), since each region then pays a wake-up.  The
+gather alone as a parallel kernel (the largest serial pass of 784-100-10@64: ~40 us of a
+~270 us step, 64 random rows of a 142 MB X) made that epoch 1.35-1.47x slower, for the same
+reason.
 """
 
 import math
