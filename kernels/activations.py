@@ -63,7 +63,9 @@ def derivative(a, code, alpha):
 # ReLU the per-element branch on the sign is mispredicted half the time.  Measured on the
 # reference machine (float32, ReLU outputs as data, code passed at run time): dZ *= f'(A) plus
 # the column sums on 512x1024 took 3.73 ms that way and 0.37 ms with one loop per code; 256x512
-# 0.88 / 0.09 ms; tanh 0.65 / 0.20 ms.  The helpers below dispatch once, outside the loops.
+# 0.88 / 0.09 ms; tanh 0.65 / 0.20 ms.  bias_activate and the activation kernels below dispatch
+# once, outside the loops; the serial ``activation_backward(A, D, code, alpha, D)`` is the
+# in-place ``D *= f'(A)`` the dense and fit kernels apply after a BLAS product.
 @njit
 def bias_activate(A, b, code, alpha):
     """A = f(A + b) in place, b broadcast along rows (serial)."""
@@ -86,30 +88,6 @@ def bias_activate(A, b, code, alpha):
         for i in range(n):
             for j in range(m):
                 A[i, j] = activate(A[i, j] + b[j], code, alpha)
-
-
-@njit
-def scale_by_derivative(D, A, code, alpha):
-    """D *= f'(A) in place, with f' from the activation's output A (serial)."""
-    n, m = D.shape
-    if code == RELU:
-        for i in range(n):
-            for j in range(m):
-                D[i, j] = D[i, j] if A[i, j] > 0 else D[i, j] * 0
-    elif code == LEAKY_RELU:
-        for i in range(n):
-            for j in range(m):
-                D[i, j] = D[i, j] if A[i, j] > 0 else D[i, j] * alpha
-    elif code == SIGMOID:
-        for i in range(n):
-            for j in range(m):
-                a = A[i, j]
-                D[i, j] *= a * (1 - a)
-    elif code == TANH:
-        for i in range(n):
-            for j in range(m):
-                a = A[i, j]
-                D[i, j] *= 1 - a * a
 
 
 def _activation_forward(Z, code, alpha, A):
@@ -135,7 +113,7 @@ def _activation_forward(Z, code, alpha, A):
 
 def _activation_backward(A, dA, code, alpha, dZ):
     """dZ = dA * f'(Z), with f' computed from the output A.  dZ may be dA (in place).  One
-    loop per activation (see scale_by_derivative)."""
+    loop per activation (see bias_activate)."""
     n, m = A.shape
     s = A.dtype.type(alpha)
     if code == RELU:
