@@ -446,8 +446,14 @@ def fit(
     # 784-100-10@64 epoch.  The fast path instead checks each row as its first epoch gathers
     # it, and stops before the first batch holding a bad value; fit then restores everything
     # that epoch changed (parameters, their gradients, the optimizer state) and raises the
-    # same ValueError, so the caller sees exactly what the up-front check gives.
-    check_in_epoch = not X_checked and hasattr(runner, "check_inputs") and initial_epoch < epochs
+    # same ValueError, so the caller sees exactly what the up-front check gives.  That needs
+    # a copy of the gradients, so it is done only when X is the larger of the two.
+    check_in_epoch = (
+        not X_checked
+        and hasattr(runner, "check_inputs")
+        and initial_epoch < epochs
+        and X.nbytes > model._flat.grad.nbytes
+    )
     if not X_checked and not check_in_epoch:
         check_finite(X, "X")
     grads_before = None

@@ -386,3 +386,24 @@ def test_stand_alone_layers_convert_inconvenient_input(name):
     wide = np.zeros((6, 2 * N_IN), np.float32)
     wide[:, ::2] = X
     np.testing.assert_allclose(STAND_ALONE[name]().predict(wide[:, ::2]), want, rtol=1e-6)
+
+
+def test_fit_checks_X_in_the_epoch_only_when_X_outweighs_the_gradients(monkeypatch):
+    # the in-epoch check needs a copy of the gradients; for an X smaller than they are, the
+    # separate pass over X is the cheaper one
+    from fastnn import training
+
+    calls = []
+    check = training.check_finite
+    monkeypatch.setattr(
+        training, "check_finite", lambda X, name: calls.append(name) or check(X, name)
+    )
+    loss = fnn.SoftmaxCrossEntropy()
+    for n, width, expected in [(2000, 8, []), (20, 400, ["X"])]:
+        calls.clear()
+        model = fnn.Sequential(fnn.Linear(N_IN, width, seed=0), fnn.ReLU(),
+                               fnn.Linear(width, N_OUT, seed=1))  # fmt: skip
+        opt = fnn.SGD(model.parameters(), lr=0.1)
+        X, y = _data(n=n)
+        model.fit(X, y, loss=loss, optimizer=opt, epochs=1, batch_size=8, verbose=0)
+        assert calls == expected, (n, width)
