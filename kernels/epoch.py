@@ -47,6 +47,7 @@ from ._blas import gemm
 from ._config import njit
 from ._intrinsics import prefetch, vexp
 from .activations import IDENTITY, activate, activation_backward
+from .data import all_finite
 from .dense import bias_act, small_product
 from .optim import adam_update, sgd_update
 
@@ -86,7 +87,6 @@ def gather_batch(X, order, start, xb, y, yb, check):
     m, k = xb.shape
     n = order.shape[0]
     labels = yb.shape[0] > 0
-    bad = xb.dtype.type(0)
     for r in range(m):
         ahead = start + r + PREFETCH_AHEAD
         if ahead < n:
@@ -100,14 +100,9 @@ def gather_batch(X, order, start, xb, y, yb, check):
             yb[r] = y[src]
         for j in range(k):
             xb[r, j] = X[src, j]
-    if check:
-        # one sweep over the gathered batch, still in cache: v * 0 is 0 for every finite v
-        # and NaN for NaN and inf (a separate sweep vectorises; folded into the copy loop
-        # it cost 10 us more per 64x784 batch)
-        flat = xb.reshape(m * k)
-        for i in range(m * k):
-            bad += flat[i] * 0
-    return bad == 0
+    # one sweep over the gathered batch, still in cache (folded into the copy loop, the check
+    # cost 10 us more per 64x784 batch)
+    return not check or all_finite(xb)
 
 
 @njit
