@@ -493,7 +493,9 @@ def fit(
                     if check_in_epoch and not (runner.inputs_finite and finite):
                         # bad input, or a divergence before a bad row was reached: either
                         # way X decides, and a bad X gets the up-front check's error
-                        X_bad = not runner.inputs_finite or not K.all_finite_parallel(X)
+                        X_bad = not runner.inputs_finite or not pick(
+                            K.all_finite, K.all_finite_parallel, X.size
+                        )(X)
                         if X_bad:
                             if bar is not None:
                                 bar.clear()
