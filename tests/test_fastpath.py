@@ -118,14 +118,14 @@ def test_small_products(dtype, rng, n, n_in, n_out):
     assert_close(dH, dZ.astype(np.float64) @ W.T, dtype, scale=n_out)
     # the same products with the output side feature-major (a softmax layer's logits/delta)
     AT = np.empty((n_out, n), dtype)
-    E.small_forward_t(H, W, b, TANH, dtype.type(0.0), AT)
+    E.small_forward(H, W, b, TANH, dtype.type(0.0), AT.T)
     assert_close(AT, dense_forward(H, W, b, TANH).T, dtype)
     dZT = np.ascontiguousarray(dZ.T)
     dW[...] = np.nan
-    E.small_weight_grad_t(H, dZT, dW)
+    E.small_weight_grad(H, dZT.T, dW)
     assert_close(dW, H.T.astype(np.float64) @ dZ, dtype, scale=n)
     dH[...] = np.nan
-    E.small_input_grad_t(dZT, W, dH)
+    E.small_input_grad(dZT.T, W, dH)
     assert_close(dH, dZ.astype(np.float64) @ W.T, dtype, scale=n_out)
 
 
