@@ -215,15 +215,20 @@ def bias_act_t(AT, b, code, alpha):
 @njit
 def mask_rowsum_t(dZT, AT, code, alpha, db):
     """dZT *= f'(AT) in place (skipped for the identity), then db = row sums of dZT."""
-    k, m = dZT.shape
     if code != IDENTITY:
         activation_backward(AT, dZT, code, alpha, dZT)
-    for j in range(k):
-        row = dZT[j]
+    row_sums(dZT, db)
+
+
+@njit
+def row_sums(D, out):
+    """out[j] = sum of row j of D (the bias gradient of a feature-major delta)."""
+    for j in range(D.shape[0]):
+        row = D[j]
         s = row[0] * 0
-        for i in range(m):
+        for i in range(D.shape[1]):
             s += row[i]
-        db[j] = s
+        out[j] = s
 
 
 @njit
@@ -266,12 +271,7 @@ def softmax_xent_cols(ZT, yb, dZT, db, mx, tot, best):
             d[i] *= tot[i]
     for i in range(m):
         dZT[yb[i], i] -= inv_m
-    for j in range(k):
-        d = dZT[j]
-        s = d[0] * 0
-        for i in range(m):
-            s += d[i]
-        db[j] = s
+    row_sums(dZT, db)
     return total, correct
 
 
