@@ -6,8 +6,11 @@ never validates and never raises.  float32 and float64, C-contiguous.  Each kern
 serial build ``k`` and a ``parallel=True`` build ``k_parallel`` of the same body.
 """
 
+import pathlib as _pathlib
+
 from . import activations, data, dense, dropout, losses, normalization, optim, softmax
 from ._blas import gemm
+from ._cache import refresh as _refresh
 from .activations import *  # noqa: F403
 from .data import *  # noqa: F403
 from .dense import *  # noqa: F403
@@ -40,3 +43,6 @@ __all__ = [
 ]
 for _module in (activations, data, dense, dropout, losses, normalization, optim, softmax):
     __all__ += _module.__all__
+
+# before any kernel is loaded: drop cached machine code built from other kernel sources
+_refresh(_pathlib.Path(__file__).parent, activations.bias_activate)
