@@ -1,5 +1,5 @@
-"""Two machine-level operations numba does not expose, as LLVM intrinsics, and the exponential
-built on one of them.
+"""Two machine-level operations numba does not expose, as LLVM intrinsics, and the elementary
+functions built on one of them.
 
 - ``prefetch(a, i)``: ask the CPU to start loading element ``i`` of the flat, C-contiguous
   buffer ``a`` into cache (``llvm.prefetch``, read, keep in all levels).  It is a hint: it
@@ -9,6 +9,11 @@ built on one of them.
   call per element; for float32, ``vexp`` is a polynomial that compiles to 8-wide AVX2
   arithmetic (450 exponentials: 0.5 us against 1.9-2.7 us through libm, on the reference
   machine).  For float64 it is ``math.exp``.
+- ``vtanh(x)`` and ``vsigmoid(x)``: tanh and the logistic function the same way, for the
+  activation passes.  Through libm a 64x100 float32 block took 190 us (tanh) and 78 us
+  (sigmoid, which also branched on the sign); with these, 19 and 21 us, and on 512x1024 16.2 ms
+  and 4.9 ms became 1.1 ms each.  float64 tanh is ``math.tanh``; float64 sigmoid is the same
+  branch-free formula on ``math.exp``.
 
 The float32 exponential (the classic Cephes ``expf`` scheme): ``x = n ln2 + r`` with ``n`` the
 nearest integer to ``x / ln2`` and ``|r| <= ln2 / 2`` (``ln2`` split in two constants so ``r``
@@ -17,6 +22,13 @@ bits.  Accuracy: at most 1 unit in the last place against ``exp`` in float64 on 
 (tested).  Overflow gives inf, underflow goes through the denormals to 0, NaN stays NaN.  The
 kernel is compiled without fastmath flags (``jit_options``): reassociating the two-constant
 range reduction cost 3 more units in the last place at |x| near 80.
+
+tanh: for |x| < 0.625, x + x^3 P(x^2) with the Cephes ``tanhf`` minimax coefficients; above,
+``1 - 2 / (exp(2|x|) + 1)`` with the sign put back.  The sigmoid is ``1 / (1 + e)`` for
+x >= 0 and ``e / (1 + e)`` below, with ``e = exp(-|x|)``, so exp never overflows.  Each
+computes both of its branches and selects one, which is what lets a loop over it vectorise.
+Both are within 1 unit in the last place of float64 references on [-20, 20] (tested); tanh
+gives +-1 at +-inf, the sigmoid 1 and 0; NaN stays NaN.
 """
 
 import math
@@ -103,4 +115,58 @@ def _vexp_overload(x):
     return lambda x: math.exp(x)
 
 
-__all__ = ["prefetch", "float32_from_bits", "vexp"]
+# tanh(x) for |x| < _TANH_SMALL as x + x^3 P(x^2) (the Cephes ``tanhf`` minimax polynomial);
+# above, 1 - 2 / (exp(2|x|) + 1), where the subtraction loses at most one bit
+_TANH_SMALL = _F(0.625)
+_T0, _T1, _T2 = _F(-5.70498872745e-3), _F(2.06390887954e-2), _F(-5.37397155531e-2)
+_T3, _T4 = _F(1.33314422036e-1), _F(-3.33332819422e-1)
+
+
+def _tanh_float32(x):
+    a = abs(x)
+    s = x * x
+    p = _T0 * s + _T1
+    p = p * s + _T2
+    p = p * s + _T3
+    p = p * s + _T4
+    small = p * s * x + x
+    e = vexp(a + a)  # inf above ~44: then 2 / inf = 0 and the result is exactly 1
+    big = _F(1.0) - _F(2.0) / (e + _F(1.0))
+    if x < 0:
+        big = -big
+    # both branches are computed and one is selected, so a loop over this vectorises; NaN
+    # fails the comparison and takes ``big``, which is NaN
+    return small if a < _TANH_SMALL else big
+
+
+def _sigmoid(x):
+    # exp of -|x| never overflows: 1 / (1 + e) for x >= 0, e / (1 + e) below, both exact to
+    # a few units in the last place, and both branches computed (vectorisable)
+    e = vexp(-abs(x))
+    r = 1 / (1 + e)
+    return r if x >= 0 else e * r
+
+
+def vtanh(x):
+    """tanh(x); vectorisable for float32 (see the module docstring)."""
+    return math.tanh(x)
+
+
+def vsigmoid(x):
+    """1 / (1 + exp(-x)), without overflow; vectorisable for float32."""
+    return 1 / (1 + math.exp(-x))
+
+
+@overload(vtanh, jit_options={"fastmath": False, "error_model": "numpy"})
+def _vtanh_overload(x):
+    if isinstance(x, types.Float) and x.bitwidth == 32:
+        return _tanh_float32
+    return lambda x: math.tanh(x)
+
+
+@overload(vsigmoid, jit_options={"fastmath": False, "error_model": "numpy"})
+def _vsigmoid_overload(x):
+    return _sigmoid
+
+
+__all__ = ["prefetch", "float32_from_bits", "vexp", "vtanh", "vsigmoid"]

@@ -46,7 +46,7 @@ import math
 from ._blas import gemm
 from ._config import njit
 from ._intrinsics import prefetch, vexp
-from .activations import IDENTITY, activate, activation_backward
+from .activations import IDENTITY, activate, activation_backward, activation_forward
 from .data import all_finite
 from .dense import bias_act, small_product
 from .optim import adam_update, sgd_update
@@ -204,12 +204,10 @@ def bias_act_t(AT, b, code, alpha):
     for j in range(k):
         row = AT[j]
         bj = b[j]
-        if code == IDENTITY:  # the usual case (logits); see activations.bias_activate
-            for i in range(m):
-                row[i] += bj
-        else:
-            for i in range(m):
-                row[i] = activate(row[i] + bj, code, alpha)
+        for i in range(m):
+            row[i] += bj
+    if code != IDENTITY:  # logits usually have none; one dispatch for the block, not per value
+        activation_forward(AT, code, alpha, AT)
 
 
 @njit

@@ -87,6 +87,43 @@ def test_activation_backward(code, alpha, shape, dtype, build, rng):
     assert_close(dA, expected, dtype)
 
 
+@pytest.mark.parametrize("code,alpha", CODES, ids=CODE_IDS)
+@pytest.mark.parametrize("layout", ["contiguous", "strided", "transposed"])
+def test_bias_activate(code, alpha, layout, dtype, rng):
+    """A = f(A + b) in place.  Sigmoid and tanh run one flat loop over a C-contiguous block
+    and a loop per row otherwise: every layout must give the reference."""
+    Z = _rand(rng, (13, 34), dtype, 3.0)
+    b = _rand(rng, (34,), dtype)
+    if layout == "strided":
+        A = np.empty((13, 68), dtype)[:, ::2]
+    elif layout == "transposed":
+        A = np.empty((34, 13), dtype).T
+    else:
+        A = np.empty((13, 34), dtype)
+    A[...] = Z
+    K.activations.bias_activate(A, b, code, np.dtype(dtype).type(alpha))
+    assert_close(A, ref.activation(Z + b, code, alpha), dtype)
+
+
+@pytest.mark.parametrize("code", [K.SIGMOID, K.TANH], ids=["sigmoid", "tanh"])
+def test_activation_forward_strided(code, dtype, build, rng):
+    Z = _rand(rng, (9, 22), dtype, 3.0)[:, ::2]
+    A = np.full((9, 22), np.nan, dtype)[:, 1::2]
+    kernel("activation_forward", build)(Z, code, 0.0, A)
+    assert_close(A, ref.activation(Z, code), dtype)
+    kernel("activation_forward", build)(Z, code, 0.0, Z)  # in place on a strided view
+    assert_close(Z, A, dtype)
+
+
+@pytest.mark.parametrize("code", [K.SIGMOID, K.TANH], ids=["sigmoid", "tanh"])
+def test_activation_forward_parallel_blocks(code, dtype, build, rng):
+    """More elements than one task of the parallel flat loop, not a multiple of it."""
+    Z = _rand(rng, (3 * K.activations._BLOCK // 7 + 5, 7), dtype, 3.0)
+    A = np.full_like(Z, np.nan)
+    kernel("activation_forward", build)(Z, code, 0.0, A)
+    assert_close(A, ref.activation(Z, code), dtype)
+
+
 def test_activation_extremes(dtype, build):
     """Sigmoid and tanh saturate to exact limits without overflow warnings or NaN."""
     Z = np.array([[-1e4, -100.0, 0.0, 100.0, 1e4]], dtype)
@@ -557,3 +594,57 @@ def test_vexp_float32_limits_and_nan():
 def test_vexp_float64_is_libm():
     x = np.linspace(-700.0, 700.0, 10_001)
     np.testing.assert_array_equal(_vexp_all(x), np.exp(x))
+
+
+# -- vtanh, vsigmoid (kernels/_intrinsics.py) ----------------------------------------------------
+def _elementwise_all(name, x):
+    from fastnn.kernels import _intrinsics
+    from fastnn.kernels._config import FASTMATH
+    from numba import njit
+
+    fn = getattr(_intrinsics, name)
+
+    @njit(cache=False, fastmath=FASTMATH)  # with the kernels' flags, as a vectorisable loop
+    def run(x, out):
+        for i in range(x.shape[0]):
+            out[i] = fn(x[i])
+
+    out = np.empty_like(x)
+    run(x, out)
+    return out
+
+
+def _sigmoid64(x):
+    x = x.astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):  # np.where evaluates both sides
+        return np.where(x >= 0, 1 / (1 + np.exp(-x)), np.exp(x) / (1 + np.exp(x)))
+
+
+ELEMENTARY = [("vtanh", lambda x: np.tanh(x.astype(np.float64))), ("vsigmoid", _sigmoid64)]
+
+
+@pytest.mark.parametrize("name,reference", ELEMENTARY, ids=["tanh", "sigmoid"])
+def test_vectorised_activation_float32_within_one_ulp(name, reference):
+    tiny = np.logspace(-40, 1, 20_001)  # denormals up, across tanh's switch at 0.625
+    x = np.concatenate([np.linspace(-20.0, 20.0, 400_001), tiny, -tiny]).astype(np.float32)
+    got = _elementwise_all(name, x)
+    want = reference(x).astype(np.float32)
+    ulps = np.abs(got.view(np.int32).astype(np.int64) - want.view(np.int32))
+    assert ulps.max() <= 1, x[ulps.argmax()]
+
+
+def test_vectorised_activation_limits_and_nan():
+    x = np.array([np.nan, -np.inf, -1e30, -100.0, -0.0, 0.0, 100.0, 1e30, np.inf], np.float32)
+    t = _elementwise_all("vtanh", x)
+    assert np.isnan(t[0])
+    np.testing.assert_array_equal(t[1:], [-1, -1, -1, 0, 0, 1, 1, 1])
+    s = _elementwise_all("vsigmoid", x)
+    assert np.isnan(s[0])
+    np.testing.assert_array_equal(s[[1, 2, 4, 5, 6, 7, 8]], [0, 0, 0.5, 0.5, 1, 1, 1])
+    np.testing.assert_allclose(s[3], np.exp(-100.0), rtol=0, atol=2e-45)  # a denormal, kept
+
+
+@pytest.mark.parametrize("name,reference", ELEMENTARY, ids=["tanh", "sigmoid"])
+def test_vectorised_activation_float64(name, reference):
+    x = np.concatenate([np.linspace(-40.0, 40.0, 20_001), [-800.0, 800.0]])
+    np.testing.assert_allclose(_elementwise_all(name, x), reference(x), rtol=1e-15, atol=0)
