@@ -1,7 +1,8 @@
 """``python -m fastnn bench``: one training epoch of fastnn against its peers, interleaved.
 
 For every network shape the bench builds the same multilayer perceptron (ReLU hidden layers,
-softmax cross-entropy on integer labels, plain SGD) in each contender and times one epoch over
+or sigmoid or tanh with ``--activation``; softmax cross-entropy on integer labels, plain SGD)
+in each contender and times one epoch over
 the same synthetic data (standard normal X, uniform random labels; nothing is downloaded):
 
 - ``fastnn``: ``Sequential.fit(..., epochs=1)``, validation and all;
@@ -42,6 +43,12 @@ DEFAULT_SHAPES = (
     "4-6-8-10-3@16",
 )
 PEERS = ("floor", "fastnn", "numpy", "torch", "sklearn")
+#: hidden-layer activations every contender has: fastnn layer, torch module, sklearn name
+ACTIVATIONS = {
+    "relu": ("ReLU", "ReLU", "relu"),
+    "sigmoid": ("Sigmoid", "Sigmoid", "logistic"),
+    "tanh": ("Tanh", "Tanh", "tanh"),
+}
 LEARNING_RATE = 0.01
 #: a default epoch is sized so the floor takes about this long (the peers take up to ~40x more),
 #: with 6 to 3000 batches; long enough that fit's per-call costs (checking X, the snapshot for
@@ -111,15 +118,33 @@ def he_weights(sizes, dtype, seed=0):
 
 
 # -- contenders: each is a factory returning a zero-argument "one epoch" callable ---------------
-def make_fastnn(sizes, batch, X, y, dtype):
+def fastnn_mlp(sizes, dtype, activation):
     import fastnn as fnn
 
     layers = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(fnn.Linear(a, b, dtype=dtype, seed=i))
         if i < len(sizes) - 2:
-            layers.append(fnn.ReLU())
-    model = fnn.Sequential(*layers)
+            layers.append(getattr(fnn, ACTIVATIONS[activation][0])())
+    return fnn.Sequential(*layers)
+
+
+def torch_mlp(sizes, dtype, activation):
+    import torch
+
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers.append(torch.nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(getattr(torch.nn, ACTIVATIONS[activation][1])())
+    tdtype = torch.float32 if np.dtype(dtype) == np.float32 else torch.float64
+    return torch.nn.Sequential(*layers).to(tdtype)
+
+
+def make_fastnn(sizes, batch, X, y, dtype, activation="relu"):
+    import fastnn as fnn
+
+    model = fastnn_mlp(sizes, dtype, activation)
     loss = fnn.SoftmaxCrossEntropy()
     opt = fnn.SGD(model.parameters(), lr=LEARNING_RATE)
 
@@ -130,14 +155,18 @@ def make_fastnn(sizes, batch, X, y, dtype):
 
 
 class NumpyMLP:
-    """The vectorised NumPy reference: a ReLU MLP trained with softmax cross-entropy and SGD.
+    """The vectorised NumPy reference: an MLP (ReLU, sigmoid or tanh hidden layers) trained
+    with softmax cross-entropy and SGD.
 
     Every array a step writes is allocated once per batch size and reused (``out=``
     arguments); what remains per step is NumPy's per-call overhead and the few temporaries
     NumPy itself makes (row reductions).  Weights are (n_in, n_out), as in ``X @ W + b``.
     """
 
-    def __init__(self, sizes, dtype, lr=LEARNING_RATE, seed=0):
+    def __init__(self, sizes, dtype, lr=LEARNING_RATE, seed=0, activation="relu"):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        self.activation = activation
         self.W = he_weights(sizes, dtype, seed)
         self.b = [np.zeros(W.shape[1], dtype) for W in self.W]
         self.dW = [np.empty_like(W) for W in self.W]
@@ -157,6 +186,7 @@ class NumpyMLP:
                 "A": [np.empty((m, W.shape[1]), dt) for W in self.W],
                 "dA": [np.empty((m, W.shape[0]), dt) for W in self.W],
                 "mask": [np.empty((m, W.shape[0]), bool) for W in self.W],
+                "deriv": [np.empty((m, W.shape[0]), dt) for W in self.W],
                 "rowmax": np.empty((m, 1), dt),
                 "rowsum": np.empty((m, 1), dt),
                 "rows": np.arange(m),
@@ -172,7 +202,7 @@ class NumpyMLP:
             np.matmul(h, W[k], out=A[k])
             A[k] += b[k]
             if k < L - 1:
-                np.maximum(A[k], 0, out=A[k])
+                self._activate(A[k])
             h = A[k]
         # softmax cross-entropy on the logits, gradient of the mean written over them
         Z, m = A[-1], Xb.shape[0]
@@ -192,8 +222,7 @@ class NumpyMLP:
             if k > 0:
                 dA = buf["dA"][k]
                 np.matmul(dZ, W[k].T, out=dA)
-                np.greater(inp, 0, out=buf["mask"][k])
-                np.multiply(dA, buf["mask"][k], out=dA)
+                self._times_derivative(dA, inp, buf["mask"][k], buf["deriv"][k])
                 dZ = dA
         for k in range(L):
             dW[k] *= self.lr
@@ -201,6 +230,33 @@ class NumpyMLP:
             db[k] *= self.lr
             b[k] -= db[k]
         return loss
+
+    def _activate(self, A):
+        """A = f(A) in place."""
+        if self.activation == "relu":
+            np.maximum(A, 0, out=A)
+        elif self.activation == "tanh":
+            np.tanh(A, out=A)
+        else:  # 1 / (1 + exp(-A)); exp overflows to inf for very negative A, giving 0
+            np.negative(A, out=A)
+            with np.errstate(over="ignore"):
+                np.exp(A, out=A)
+            A += 1
+            np.reciprocal(A, out=A)
+
+    def _times_derivative(self, dA, A, mask, tmp):
+        """dA *= f'(z), from the activation's output A."""
+        if self.activation == "relu":
+            np.greater(A, 0, out=mask)
+            np.multiply(dA, mask, out=dA)
+            return
+        if self.activation == "tanh":  # 1 - A^2
+            np.multiply(A, A, out=tmp)
+            np.subtract(1, tmp, out=tmp)
+        else:  # A (1 - A)
+            np.subtract(1, A, out=tmp)
+            tmp *= A
+        dA *= tmp
 
     def epoch(self, X, y, batch):
         n = X.shape[0]
@@ -215,22 +271,16 @@ class NumpyMLP:
         return total / n
 
 
-def make_numpy(sizes, batch, X, y, dtype):
-    net = NumpyMLP(sizes, np.dtype(dtype).type)
+def make_numpy(sizes, batch, X, y, dtype, activation="relu"):
+    net = NumpyMLP(sizes, np.dtype(dtype).type, activation=activation)
     return lambda: net.epoch(X, y, batch)
 
 
-def make_torch(sizes, batch, X, y, dtype):
+def make_torch(sizes, batch, X, y, dtype, activation="relu"):
     import torch
 
     torch.manual_seed(0)
-    layers = []
-    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-        layers.append(torch.nn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(torch.nn.ReLU())
-    tdtype = torch.float32 if np.dtype(dtype) == np.float32 else torch.float64
-    model = torch.nn.Sequential(*layers).to(tdtype)
+    model = torch_mlp(sizes, dtype, activation)
     opt = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE)
     loss_fn = torch.nn.CrossEntropyLoss()
     Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
@@ -249,12 +299,12 @@ def make_torch(sizes, batch, X, y, dtype):
     return epoch
 
 
-def make_sklearn(sizes, batch, X, y, dtype):
+def make_sklearn(sizes, batch, X, y, dtype, activation="relu"):
     from sklearn.neural_network import MLPClassifier
 
     clf = MLPClassifier(
         hidden_layer_sizes=sizes[1:-1],
-        activation="relu",
+        activation=ACTIVATIONS[activation][2],
         solver="sgd",
         alpha=0.0,
         batch_size=batch,
@@ -274,8 +324,9 @@ def make_sklearn(sizes, batch, X, y, dtype):
     return epoch
 
 
-def make_floor(sizes, batch, X, y, dtype):
-    """The matrix products of every training step and nothing else (NumPy's BLAS, out=)."""
+def make_floor(sizes, batch, X, y, dtype, activation="relu"):
+    """The matrix products of every training step and nothing else (NumPy's BLAS, out=); the
+    same whatever the activation."""
     rng = np.random.default_rng(1)
     Ws = he_weights(sizes, dtype)
     n = X.shape[0]
@@ -382,12 +433,14 @@ def bench_training(args, peers):
         sizes, batch = parse_shape(text, args.batch_size)
         n = args.samples or default_samples(sizes, batch)
         X, y = make_data(sizes, n, args.dtype)
-        runs = {name: FACTORIES[name](sizes, batch, X, y, args.dtype) for name in peers}
+        runs = {
+            name: FACTORIES[name](sizes, batch, X, y, args.dtype, args.activation) for name in peers
+        }
         med, _ = interleaved(runs, args.repeats, pause=args.pause)
         floor = med.get("floor")
         print(
             f"\n{shape_name(sizes, batch)}: {n} samples ({-(-n // batch)} batches), "
-            f"{args.dtype}, {args.threads} threads, median of {args.repeats}"
+            f"{args.activation}, {args.dtype}, {args.threads} threads, median of {args.repeats}"
         )
         print(f"  {'':10} {'epoch':>11}  {'/ floor':>8}  {'fastnn speed-up':>15}")
         for name in peers:
@@ -402,7 +455,7 @@ def bench_training(args, peers):
     return rows
 
 
-def print_summary(rows, peers, markdown):
+def print_summary(rows, peers, markdown, activation="relu"):
     """One line per shape: each contender's epoch time over the floor, then fastnn's speed-up."""
     others = [p for p in peers if p not in ("floor", "fastnn")]
     head = ["shape", "samples"]
@@ -419,7 +472,10 @@ def print_summary(rows, peers, markdown):
         if "fastnn" in peers:
             cells += [f"{med[p] / med['fastnn']:.1f}x" for p in others]
         lines.append(cells)
-    print("\nsummary: epoch time / floor, and fastnn's speed-up over each peer (vs ...)")
+    print(
+        f"\nsummary ({activation}): epoch time / floor, and fastnn's speed-up over each peer "
+        "(vs ...)"
+    )
     _print_table(head, lines, markdown)
 
 
@@ -438,7 +494,6 @@ def _print_table(head, lines, markdown):
 
 # -- inference ---------------------------------------------------------------------------------
 def bench_predict(args, peers, force):
-    import fastnn as fnn
 
     archs = []
     for text in args.shapes:
@@ -453,23 +508,12 @@ def bench_predict(args, peers, force):
             print(f"predict {shape_name(sizes)}: skipped by default (run with --predict)")
             continue
         X, _ = make_data(sizes, args.predict_rows, args.dtype, seed=2)
-        layers = []
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-            layers.append(fnn.Linear(a, b, dtype=args.dtype, seed=i))
-            if i < len(sizes) - 2:
-                layers.append(fnn.ReLU())
-        model = fnn.Sequential(*layers)
+        model = fastnn_mlp(sizes, args.dtype, args.activation)
         runs = {"fastnn": lambda model=model, X=X: model.predict(X)}
         if "torch" in peers:
             import torch
 
-            tlayers = []
-            for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-                tlayers.append(torch.nn.Linear(a, b))
-                if i < len(sizes) - 2:
-                    tlayers.append(torch.nn.ReLU())
-            tdtype = torch.float32 if np.dtype(args.dtype) == np.float32 else torch.float64
-            tmodel = torch.nn.Sequential(*tlayers).to(tdtype)
+            tmodel = torch_mlp(sizes, args.dtype, args.activation)
             Xt = torch.from_numpy(X)
 
             def torch_predict(tmodel=tmodel, Xt=Xt):
@@ -485,7 +529,7 @@ def bench_predict(args, peers, force):
             cells += ["-", "-"]
         lines.append(cells)
     if lines:
-        print(f"\npredict: median of {args.repeats}, {args.threads} threads")
+        print(f"\npredict ({args.activation}): median of {args.repeats}, {args.threads} threads")
         head = ["network", "rows", "fastnn", "torch", "fastnn speed-up"]
         _print_table(head, lines, args.markdown)
 
@@ -552,6 +596,12 @@ def add_parser(subparsers):
         "--batch-size", type=int, default=64, help="batch for shapes without @ (default: 64)"
     )
     p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument(
+        "--activation",
+        default="relu",
+        choices=list(ACTIVATIONS),
+        help="hidden-layer activation of every contender (default: relu)",
+    )
     p.add_argument("--threads", type=int, default=2, help="threads for everyone (default: 2)")
     p.add_argument("--repeats", type=int, default=5, help="interleaved rounds (default: 5)")
     p.add_argument(
@@ -646,7 +696,7 @@ def run(args):
     print(_machine_line(args.threads))
     if not args.predict:
         rows = bench_training(args, peers)
-        print_summary(rows, peers, args.markdown)
+        print_summary(rows, peers, args.markdown, args.activation)
     if not args.no_predict and "fastnn" in peers:
         bench_predict(args, peers, force=args.predict)
     if not args.no_startup and not args.predict:

@@ -6,6 +6,7 @@ contender runs, the table has a row per contender and shape, and bad options are
 
 import re
 
+import numpy as np
 import pytest
 
 from fastnn.__main__ import main
@@ -23,8 +24,21 @@ def test_bench_prints_tables(capsys):
     for name in ("floor", "fastnn", "numpy", "sklearn"):  # one timing line per shape
         assert len(re.findall(rf"^  {name} +[0-9.]+ (us|ms|s )", out, re.MULTILINE)) == 2, name
     assert "6-5-3@8: 30 samples (4 batches)" in out
-    assert "summary:" in out and "vs numpy" in out and "vs sklearn" in out
-    assert "predict:" in out and "6-5-3" in out
+    assert "summary (relu):" in out and "vs numpy" in out and "vs sklearn" in out
+    assert "predict (relu):" in out and "6-5-3" in out
+
+
+@pytest.mark.parametrize("activation", ["sigmoid", "tanh"])
+def test_bench_activation_option(capsys, activation):
+    rc = main(
+        ["bench", "--shapes", "6-5-3@8", "--samples", "16", "--repeats", "1", "--pause", "0",
+         "--predict-rows", "20", "--no-startup", "--activation", activation,
+         "--peers", "floor", "fastnn", "numpy", "sklearn"]
+    )  # fmt: skip
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert f"6-5-3@8: 16 samples (2 batches), {activation}" in out
+    assert f"summary ({activation}):" in out and f"predict ({activation}):" in out
 
 
 def test_bench_rejects_bad_options(capsys):
@@ -44,8 +58,6 @@ def test_shape_parsing_and_sizes():
 
 def test_numpy_reference_learns():
     """The NumPy contender is a real trainer: its loss falls on a learnable problem."""
-    import numpy as np
-
     X, _ = make_data((6, 16, 3), 600, np.float32, seed=1)
     y = (X[:, 0] > 0).astype(np.int64) + (X[:, 1] > 0)
     net = NumpyMLP((6, 16, 3), np.float32, lr=0.2)
@@ -54,6 +66,35 @@ def test_numpy_reference_learns():
         last = net.epoch(X, y, 20)
     assert last < 0.7 * first
     assert net.W[0].dtype == np.float32
+
+
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+def test_numpy_reference_step_matches_fastnn(activation):
+    """The NumPy contender trains the same network as fastnn: one SGD step from the same
+    weights gives the same weights, for every activation the bench offers (a wrong derivative
+    in either would show here)."""
+    import fastnn as fnn
+    from fastnn.bench import fastnn_mlp
+
+    sizes = (7, 9, 8, 4)
+    X, y = make_data(sizes, 12, np.float64, seed=3)
+    net = NumpyMLP(sizes, np.float64, lr=0.5, activation=activation)
+    model = fastnn_mlp(sizes, np.float64, activation)
+    linears = [layer for layer in model.layers if isinstance(layer, fnn.Linear)]
+    for lin, W in zip(linears, net.W, strict=True):
+        lin.weight.data[...] = W
+    model.fit(X, y, loss=fnn.SoftmaxCrossEntropy(), optimizer=fnn.SGD(model.parameters(), lr=0.5),
+              epochs=1, batch_size=12, shuffle=False, verbose=0)  # fmt: skip
+    net.step(X, y, net._buffers_for(12))
+    for lin, W, b in zip(linears, net.W, net.b, strict=True):
+        np.testing.assert_allclose(lin.weight.data, W, rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(lin.bias.data, b, rtol=1e-12, atol=1e-12)
+    assert not np.allclose(net.W[0], NumpyMLP(sizes, np.float64).W[0])  # the step moved it
+
+
+def test_numpy_reference_rejects_unknown_activation():
+    with pytest.raises(ValueError, match="activation must be one of"):
+        NumpyMLP((3, 2), np.float32, activation="gelu")
 
 
 @pytest.mark.parametrize("bad", ["5", "5-0-3", "5-3@0", "5-1"])
