@@ -556,47 +556,7 @@ def test_tolerances_are_per_dtype():
     assert tol(np.float32)["rtol"] > tol(np.float64)["rtol"]
 
 
-# -- vexp (kernels/_intrinsics.py) ----------------------------------------------------------------
-def _vexp_all(x):
-    from fastnn.kernels._config import FASTMATH
-    from fastnn.kernels._intrinsics import vexp
-    from numba import njit
-
-    @njit(cache=False, fastmath=FASTMATH)  # called as the kernels call it, with their flags
-    def run(x, out):
-        for i in range(x.shape[0]):
-            out[i] = vexp(x[i])
-
-    out = np.empty_like(x)
-    run(x, out)
-    return out
-
-
-def test_vexp_float32_within_one_ulp():
-    x = np.concatenate([np.linspace(-87.0, 88.0, 400_001), [0.0, -0.0, 1e-8, -1e-8]])
-    x = x.astype(np.float32)
-    got = _vexp_all(x)
-    want = np.exp(x.astype(np.float64)).astype(np.float32)  # correctly rounded, nearly always
-    ulps = np.abs(got.view(np.int32).astype(np.int64) - want.view(np.int32))
-    assert ulps.max() <= 1
-
-
-def test_vexp_float32_limits_and_nan():
-    x = np.array([np.nan, -np.inf, -1e30, -104.5, -100.0, -88.0, 88.7, 88.73, np.inf], np.float32)
-    got = _vexp_all(x)
-    assert np.isnan(got[0])
-    assert np.all(got[1:4] == 0)  # underflow
-    want = np.exp(x[4:7].astype(np.float64))  # a denormal, a tiny normal, nearly the largest
-    np.testing.assert_allclose(got[4:7], want, rtol=3e-7, atol=2e-45)
-    assert np.all(got[7:] == np.inf)  # overflow
-
-
-def test_vexp_float64_is_libm():
-    x = np.linspace(-700.0, 700.0, 10_001)
-    np.testing.assert_array_equal(_vexp_all(x), np.exp(x))
-
-
-# -- vtanh, vsigmoid (kernels/_intrinsics.py) ----------------------------------------------------
+# -- vexp, vtanh, vsigmoid (kernels/_intrinsics.py) ------------------------------------------------
 def _elementwise_all(name, x):
     from fastnn.kernels import _intrinsics
     from fastnn.kernels._config import FASTMATH
@@ -604,7 +564,7 @@ def _elementwise_all(name, x):
 
     fn = getattr(_intrinsics, name)
 
-    @njit(cache=False, fastmath=FASTMATH)  # with the kernels' flags, as a vectorisable loop
+    @njit(cache=False, fastmath=FASTMATH)  # as the kernels call it, with their flags
     def run(x, out):
         for i in range(x.shape[0]):
             out[i] = fn(x[i])
@@ -614,6 +574,31 @@ def _elementwise_all(name, x):
     return out
 
 
+def test_vexp_float32_within_one_ulp():
+    x = np.concatenate([np.linspace(-87.0, 88.0, 400_001), [0.0, -0.0, 1e-8, -1e-8]])
+    x = x.astype(np.float32)
+    got = _elementwise_all("vexp", x)
+    want = np.exp(x.astype(np.float64)).astype(np.float32)  # correctly rounded, nearly always
+    ulps = np.abs(got.view(np.int32).astype(np.int64) - want.view(np.int32))
+    assert ulps.max() <= 1
+
+
+def test_vexp_float32_limits_and_nan():
+    x = np.array([np.nan, -np.inf, -1e30, -104.5, -100.0, -88.0, 88.7, 88.73, np.inf], np.float32)
+    got = _elementwise_all("vexp", x)
+    assert np.isnan(got[0])
+    assert np.all(got[1:4] == 0)  # underflow
+    want = np.exp(x[4:7].astype(np.float64))  # a denormal, a tiny normal, nearly the largest
+    np.testing.assert_allclose(got[4:7], want, rtol=3e-7, atol=2e-45)
+    assert np.all(got[7:] == np.inf)  # overflow
+
+
+def test_vexp_float64_is_libm():
+    x = np.linspace(-700.0, 700.0, 10_001)
+    np.testing.assert_array_equal(_elementwise_all("vexp", x), np.exp(x))
+
+
+# float64 references for the elementwise functions
 def _sigmoid64(x):
     x = x.astype(np.float64)
     with np.errstate(over="ignore", invalid="ignore"):  # np.where evaluates both sides
