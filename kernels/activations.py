@@ -67,6 +67,7 @@ def derivative(a, code, alpha):
 # 0.88 / 0.09 ms; tanh 0.65 / 0.20 ms.  bias_activate and the activation kernels below dispatch
 # once, outside the loops; the serial ``activation_backward(A, D, code, alpha, D)`` is the
 # in-place ``D *= f'(A)`` the dense and fit kernels apply after a BLAS product.
+
 #: elements per task of the parallel flat sigmoid/tanh loop
 _BLOCK = 4096
 
