@@ -95,18 +95,28 @@ def squash(A, code):
         _squash_inplace(A[i], code)
 
 
-def _n_blocks(A):
-    """Tasks for a parallel ``squash``: blocks of _BLOCK elements (C-contiguous), else rows."""
+def _n_blocks(Z, A):
+    """Tasks for a parallel sigmoid/tanh: blocks of _BLOCK elements when Z and A are both
+    C-contiguous, else rows."""
     return A.shape[0]
 
 
-def _squash_block(A, code, t):
-    """``squash`` of block ``t`` of A (see _n_blocks)."""
-    _squash_inplace(A[t], code)
+@njit
+def _copy_squash(z, a, code):
+    """a = sigmoid(z) or tanh(z) for 1-D z, a (a may be z): copied, then squashed in place
+    (see _squash_inplace)."""
+    for k in range(a.shape[0]):
+        a[k] = z[k]
+    _squash_inplace(a, code)
 
 
-def _is_c(A):
-    return isinstance(A, types.Array) and A.layout == "C"
+def _squash_block(Z, A, code, t):
+    """A = sigmoid(Z) or tanh(Z) on block ``t`` (see _n_blocks); A may be Z."""
+    _copy_squash(Z[t], A[t], code)
+
+
+def _is_c(*arrays):
+    return all(isinstance(x, types.Array) and x.layout == "C" for x in arrays)
 
 
 @overload(squash)
@@ -117,18 +127,21 @@ def _squash_overload(A, code):
 
 
 @overload(_n_blocks)
-def _n_blocks_overload(A):
-    if _is_c(A):
-        return lambda A: (A.size + _BLOCK - 1) // _BLOCK
+def _n_blocks_overload(Z, A):
+    if _is_c(Z, A):
+        return lambda Z, A: (A.size + _BLOCK - 1) // _BLOCK
     return _n_blocks
 
 
 @overload(_squash_block)
-def _squash_block_overload(A, code, t):
-    if _is_c(A):
-        return lambda A, code, t: _squash_inplace(
-            A.reshape(A.size)[t * _BLOCK : (t + 1) * _BLOCK], code
-        )
+def _squash_block_overload(Z, A, code, t):
+    if _is_c(Z, A):
+
+        def flat(Z, A, code, t):
+            lo, hi = t * _BLOCK, (t + 1) * _BLOCK
+            _copy_squash(Z.reshape(Z.size)[lo:hi], A.reshape(A.size)[lo:hi], code)
+
+        return flat
     return _squash_block
 
 
@@ -173,12 +186,8 @@ def _activation_forward(Z, code, alpha, A):
                 z = Z[i, j]
                 A[i, j] = z if z > 0 else z * s
     elif code == SIGMOID or code == TANH:
-        if A is not Z:
-            for i in prange(n):
-                for j in range(m):
-                    A[i, j] = Z[i, j]
-        for t in prange(_n_blocks(A)):  # flat blocks when A is C-contiguous (see squash)
-            _squash_block(A, code, t)
+        for t in prange(_n_blocks(Z, A)):  # flat blocks when both are C-contiguous (squash)
+            _squash_block(Z, A, code, t)
     else:
         for i in prange(n):
             for j in range(m):
