@@ -2,8 +2,8 @@
 
 For every network shape the bench builds the same multilayer perceptron (ReLU hidden layers,
 or sigmoid or tanh with ``--activation``; softmax cross-entropy on integer labels, plain SGD)
-in each contender and times one epoch over
-the same synthetic data (standard normal X, uniform random labels; nothing is downloaded):
+in each contender and times one epoch over the same synthetic data (standard normal X,
+uniform random labels; nothing is downloaded):
 
 - ``fastnn``: ``Sequential.fit(..., epochs=1)``, validation and all;
 - ``numpy``: a vectorised NumPy reference with preallocated buffers (:class:`NumpyMLP`);
