@@ -68,7 +68,7 @@ def derivative(a, code, alpha):
 # once, outside the loops; the serial ``activation_backward(A, D, code, alpha, D)`` is the
 # in-place ``D *= f'(A)`` the dense and fit kernels apply after a BLAS product.
 
-#: elements per task of the parallel flat sigmoid/tanh loop
+#: elements per task of the flat sigmoid/tanh loop (one thread each in the parallel build)
 _BLOCK = 4096
 
 
@@ -85,28 +85,22 @@ def _squash_inplace(a, code):
             a[k] = vtanh(a[k])
 
 
-def squash(A, code):
-    """A = sigmoid(A) or tanh(A) (``code``) in place, serially, for 2-D A.  A C-contiguous A
-    is one loop over all its elements: a loop along rows as narrow as a layer of 6 or 10 units
-    barely vectorises (100 000 x 6 float32: 13-15 ns per element that way, against 2-3 ns
-    flat).  Other layouts go row by row.  (numba types ``reshape`` only for contiguous arrays,
-    so the choice is made per layout when a caller is compiled: see the overloads below.)"""
-    for i in range(A.shape[0]):
-        _squash_inplace(A[i], code)
-
-
 def _n_blocks(Z, A):
-    """Tasks for a parallel sigmoid/tanh: blocks of _BLOCK elements when Z and A are both
-    C-contiguous, else rows."""
+    """Tasks of the sigmoid/tanh pass: blocks of _BLOCK elements when Z and A are both
+    C-contiguous, else rows.  Flat blocks because a loop along rows as narrow as a layer of 6
+    or 10 units barely vectorises (100 000 x 6 float32: 13-15 ns per element that way, against
+    2-3 ns flat).  numba types ``reshape`` only for contiguous arrays, so the choice is made per
+    layout when a caller is compiled (the overloads below)."""
     return A.shape[0]
 
 
 @njit
 def _copy_squash(z, a, code):
-    """a = sigmoid(z) or tanh(z) for 1-D z, a (a may be z): copied, then squashed in place
-    (see _squash_inplace)."""
-    for k in range(a.shape[0]):
-        a[k] = z[k]
+    """a = sigmoid(z) or tanh(z) for 1-D z, a (a may be z): copied unless a is z, then
+    squashed in place (see _squash_inplace)."""
+    if a.ctypes.data != z.ctypes.data:
+        for k in range(a.shape[0]):
+            a[k] = z[k]
     _squash_inplace(a, code)
 
 
@@ -117,13 +111,6 @@ def _squash_block(Z, A, code, t):
 
 def _is_c(*arrays):
     return all(isinstance(x, types.Array) and x.layout == "C" for x in arrays)
-
-
-@overload(squash)
-def _squash_overload(A, code):
-    if _is_c(A):
-        return lambda A, code: _squash_inplace(A.reshape(A.size), code)
-    return squash
 
 
 @overload(_n_blocks)
@@ -159,15 +146,12 @@ def bias_activate(A, b, code, alpha):
             for j in range(m):
                 v = A[i, j] + b[j]
                 A[i, j] = v if v > 0 else v * alpha
-    elif code == SIGMOID or code == TANH:
+    else:
         for i in range(n):
             for j in range(m):
                 A[i, j] += b[j]
-        squash(A, code)
-    else:  # the identity (an unknown code too, as in ``activate``)
-        for i in range(n):
-            for j in range(m):
-                A[i, j] += b[j]
+        if code == SIGMOID or code == TANH:  # else the identity (or an unknown code)
+            activation_forward(A, code, alpha, A)  # flat, vectorised in place
 
 
 def _activation_forward(Z, code, alpha, A):
@@ -186,7 +170,7 @@ def _activation_forward(Z, code, alpha, A):
                 z = Z[i, j]
                 A[i, j] = z if z > 0 else z * s
     elif code == SIGMOID or code == TANH:
-        for t in prange(_n_blocks(Z, A)):  # flat blocks when both are C-contiguous (squash)
+        for t in prange(_n_blocks(Z, A)):  # flat blocks when both are C-contiguous
             _squash_block(Z, A, code, t)
     else:
         for i in prange(n):
