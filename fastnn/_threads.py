@@ -5,7 +5,7 @@ import numbers
 import os
 
 import numba
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController, threadpool_limits
 
 # Below this many elements of work a kernel runs its serial build.  Measured on the 2-core
 # reference machine (serial / parallel build, us, float32, GOMP_SPINCOUNT=1000 as set below):
@@ -87,6 +87,60 @@ def get_num_threads():
     if not _state["pool_ready"]:
         _start_thread_pool()
     return numba.get_num_threads()
+
+
+def _blas_thread_controls():
+    """(get, set) of the thread count of every BLAS library threadpoolctl finds: OpenBLAS's
+    own C functions where the symbols are found (no Python allocation per call), the
+    threadpoolctl controller's methods otherwise."""
+    controls = []
+    for lib in ThreadpoolController().select(user_api="blas").lib_controllers:
+        found = None
+        if lib.internal_api == "openblas" and lib.filepath:
+            try:
+                dll = ctypes.CDLL(lib.filepath)
+            except OSError:
+                dll = None
+            for prefix, suffix in (("", ""), ("", "64_"), ("scipy_", ""), ("scipy_", "64_")):
+                try:
+                    get = getattr(dll, f"{prefix}openblas_get_num_threads{suffix}")
+                    set_ = getattr(dll, f"{prefix}openblas_set_num_threads{suffix}")
+                except AttributeError:
+                    continue
+                get.restype = ctypes.c_int  # set_ takes a Python int as a C int as it is
+                found = (get, set_)
+                break
+        controls.append(found or (lib.get_num_threads, lib.set_num_threads))
+    return tuple(controls)
+
+
+def _controls():
+    controls = _state.get("blas_threads")
+    if controls is None:
+        controls = _state["blas_threads"] = _blas_thread_controls()
+    return controls
+
+
+def blas_libraries():
+    """How many BLAS libraries ``single_threaded_blas`` sets (the length of its list)."""
+    return len(_controls())
+
+
+def single_threaded_blas(saved):
+    """Set every BLAS library in the process to one thread, keeping the counts they had in the
+    list ``saved`` (of ``blas_libraries()`` elements) for ``restore_blas_threads``.  The fit
+    kernel's parallel build calls BLAS from each of its own threads.  A few C calls each way
+    (4 us), and nothing allocated: fit does this once per chunk of batches (once per batch
+    with callbacks that want batches), and its steps are checked to allocate nothing."""
+    for i, (get, set_) in enumerate(_controls()):
+        saved[i] = get()
+        set_(1)
+
+
+def restore_blas_threads(saved):
+    """Undo ``single_threaded_blas``."""
+    for i, (_, set_) in enumerate(_controls()):
+        set_(saved[i])
 
 
 def pick(serial, parallel, work):

@@ -118,12 +118,23 @@ def _data(typingctx, array):
 
 
 @njit
+def _leading_dim(A):
+    """Elements between the starts of two rows of A (its column count for a single row)."""
+    if A.shape[0] > 1:
+        return np.int64(A.strides[0] // A.itemsize)
+    return np.int64(max(A.shape[1], 1))
+
+
+@njit
 def gemm(trans_a, trans_b, alpha, A, B, beta, C):
     """Row-major ``C = alpha * op(A) @ op(B) + beta * C`` through BLAS.
 
-    A, B, C are C-contiguous 2-D arrays of one dtype (float32 or float64); ``op`` is the
-    transpose when the flag is true.  Row-major ``C = op(A) op(B)`` is column-major
-    ``C.T = op(B).T op(A).T``, so the operands are handed to Fortran swapped.
+    A, B, C are 2-D arrays of one dtype (float32 or float64) whose rows are contiguous: C
+    arrays, or column ranges of them such as ``H[:, p0:p1]`` (the row stride becomes the
+    leading dimension; a view whose columns are strided would be read wrongly, and only the
+    fit kernels, which never make one, pass views).  ``op`` is the transpose when the flag is
+    true.  Row-major ``C = op(A) op(B)`` is column-major ``C.T = op(B).T op(A).T``, so the
+    operands are handed to Fortran swapped.
     """
     m, n = C.shape
     k = A.shape[0] if trans_a else A.shape[1]
@@ -136,9 +147,9 @@ def gemm(trans_a, trans_b, alpha, A, B, beta, C):
         return
     ta = _T if trans_a else _N
     tb = _T if trans_b else _N
-    lda = np.int64(max(A.shape[1], 1))
-    ldb = np.int64(max(B.shape[1], 1))
-    ldc = np.int64(n)
+    lda = _leading_dim(A)
+    ldb = _leading_dim(B)
+    ldc = _leading_dim(C)
     if C.itemsize == 4:
         _sgemm(
             _on_stack(tb),

@@ -1,11 +1,13 @@
 """A whole run of training steps of a dense MLP in one compiled call: the fit fast path.
 
-``train_batches`` runs batches ``first..last-1`` of a shuffled sample order: gather the batch,
-forward through every layer (a BLAS product, then one pass adding the bias and applying the
-activation), the loss and its gradient in one pass, and backward layer by layer: the input
-gradient (a BLAS product, then one pass applying the previous activation's derivative and
-summing the columns into the previous bias gradient), the weight gradient and, at once, that
-layer's optimizer update.  No Python runs between batches.
+``train_batches`` runs batches ``first..last-1`` of a shuffled sample order.  Each step has
+two halves.  ``_rows_pass``, on rows of the batch: gather them, forward through every layer (a
+BLAS product, then one pass adding the bias and applying the activation), the loss and its
+gradient in one pass, and every layer's delta from the last to the first (the input gradient,
+a BLAS product, then one pass applying the previous activation's derivative).  Nothing in it
+mixes rows.  ``_update_pass``, on a part of the parameters: each layer's weight gradient over
+the whole batch with, at once, the optimizer's update, and the bias sums and updates.  No
+Python runs between batches.
 
 Every array is flat, so one compiled signature serves every depth and width of network (one
 compilation per dtype, cached on disk).  The layer structure comes in as small integer arrays:
@@ -14,10 +16,9 @@ the flat parameter buffer; ``b_off[k] < 0`` for a layer without bias), ``codes``
 (the activation after each layer).  2-D views are rebuilt from the flat buffers inside the
 kernel (slicing and reshaping a contiguous buffer allocates nothing).
 
-Updating each layer right after its gradient (instead of the whole buffer after the whole
-backward pass) applies the same elementwise rule to every parameter, so the result is the
-layer path's; it only reads the gradient while it is still in cache.  Plain SGD (no momentum)
-goes further and folds the update into the weight-gradient product itself,
+Every delta is computed (with the weights as they were) before any update, and each update
+applies the same elementwise rule to every parameter, so the result is the layer path's.
+Plain SGD (no momentum) folds the update into the weight-gradient product itself,
 ``W = (1 - lr wd) W - lr X.T @ dZ`` as one ``gemm`` with ``beta = 1 - lr wd``: the weight
 gradient is then never stored (``Parameter.grad`` of the weights is left as it was), which
 saves a write and a read of every weight per step (about 3% of a 784-1024-1024-1024-10 step).
@@ -29,22 +30,33 @@ softmax vectorises along the batch however few the classes: with 3 classes this 
 4-6-8-10-3@150 epoch.  The gather of each batch prefetches rows ahead (``gather_batch``) and,
 in ``fit``'s first epoch, checks them for NaN and inf.
 
-Threads: every pass here is serial and BLAS brings the parallelism.  Measured on the 2-core
-reference machine (2 threads, one epoch / the GEMM floor): with the elementwise passes in
-numba's parallel builds 784-100-10@64 took 45x the floor and 784-512-512-10@256 7.9x, with
-serial passes 1.47x and 1.40x.  numba's OpenMP workers spin after a parallel region and
-starve the OpenBLAS worker that needs the same core (and OpenBLAS's idle workers spin for
-~0.1 s after each product); even with passive OpenMP waiting (OMP_WAIT_POLICY=PASSIVE)
-parallel passes stayed slower (1.91x vs 1.45x), since each region then pays a wake-up.  The
-gather alone as a parallel kernel (the largest serial pass of 784-100-10@64: ~40 us of a
-~270 us step, 64 random rows of a 142 MB X) made that epoch 1.35-1.47x slower, for the same
-reason.
+Threads, two ways (``fastnn._fastpath.chunks_for`` picks one per fit, from measurements
+recorded there):
+
+- the serial build (``n_chunks = 1``): every pass runs on the calling thread and BLAS brings
+  the parallelism.  numba's parallel builds do not mix with it: OpenMP workers spin after a
+  region and starve the OpenBLAS worker that needs the same core (OpenBLAS's idle workers
+  spin ~0.1 s after each product too).  With the elementwise passes parallel, 784-100-10@64
+  took 45x the GEMM floor instead of 1.47x; with passive OpenMP waiting, 1.91x (a wake-up per
+  region); the gather alone in parallel made that epoch 1.35-1.47x slower.
+- the parallel build, data-parallel (``n_chunks`` = the thread count): each thread runs
+  ``_rows_pass`` on its chunk of the batch's rows, then ``_update_pass`` on its part of the
+  parameters, and BLAS runs single-threaded inside each (the caller sets it so).  There is
+  one thread pool, so nothing spins against anything, every pass is parallel, each thread
+  gathers its own rows (twice the memory accesses in flight), and each product is one
+  single-threaded call on half the data, which OpenBLAS runs faster than its own two-thread
+  split of the small products: 784-100-10@64 0.72-0.75x the serial build's epoch time,
+  784-512-512-10@256 0.83x.  Two parallel regions per step (a fork and a join each) are the
+  price: small steps lose (100-100-100-10@32 1.62x), and so do 1024x1024 weights, which every
+  thread then reads in full (1.02-1.05x).
 """
 
 import math
 
+from numba import prange
+
 from ._blas import gemm
-from ._config import njit
+from ._config import njit, twin
 from ._intrinsics import prefetch, vexp
 from .activations import IDENTITY, activate, activation_backward, activation_forward
 from .data import all_finite
@@ -72,7 +84,7 @@ N_STATS = 5
 
 # -- elementwise passes (serial: see "Threads" in the module docstring) -------------------------
 @njit
-def gather_batch(X, order, start, xb, y, yb, check):
+def gather_batch(X, order, start, xb, y, yb, check, skip):
     """xb[r] = X[order[start + r]] for every row r of xb, and yb[r] = y[order[start + r]] when
     yb has rows (labels gathered in the same sweep: their cache misses overlap with X's).
     Returns False when ``check`` is true and a gathered value is NaN or inf (True otherwise):
@@ -81,6 +93,9 @@ def gather_batch(X, order, start, xb, y, yb, check):
     The rows are random, so each one is a cache miss (and often a TLB miss) that the hardware
     prefetcher cannot predict.  The loop therefore prefetches the row (its first and last
     element) and the label PREFETCH_AHEAD rows ahead in the order, into the next batch too.
+    A thread that gathers one chunk of each batch (the data-parallel build) passes
+    ``skip = batch size - chunk rows``: past its chunk's end it then prefetches its own rows of
+    the next batch, not the next thread's rows of this one.
     Measured on the reference machine, 150-row batches of a 450 000 x 4 float32 X (7 MB):
     9.2 us per batch without prefetching, 6.3 / 6.0 / 3.4 / 3.9 us at 8 / 16 / 32 / 64 rows
     ahead."""
@@ -89,6 +104,8 @@ def gather_batch(X, order, start, xb, y, yb, check):
     labels = yb.shape[0] > 0
     for r in range(m):
         ahead = start + r + PREFETCH_AHEAD
+        if r + PREFETCH_AHEAD >= m:
+            ahead += skip
         if ahead < n:
             nxt = order[ahead]
             prefetch(X, nxt * k)
@@ -106,25 +123,41 @@ def gather_batch(X, order, start, xb, y, yb, check):
 
 
 @njit
-def mask_colsum(dZ, A, code, alpha, db):
-    """dZ *= f'(A) in place (skipped for the identity), then db = column sums of dZ.
+def mask(dZ, A, code, alpha):
+    """dZ *= f'(A) in place (nothing for the identity), for C-contiguous blocks of one shape.
 
-    Two sweeps, each of which vectorises: the mask over the whole block as one flat row
-    (``activations.activation_backward``: one loop per activation, 0.09 ms on 256x512 float32
-    ReLU where the per-element dispatch took 0.88 ms), then the sums along rows.  Fused into
-    one sweep (mask, store, add to db) the in-place version ran 3.7 ms instead of 0.22 ms on
-    512x1024 float32: the store into dZ and the update of db could alias, so nothing
-    vectorised."""
-    n, m = dZ.shape
-    if code != 0:
-        # one flat sweep: rows as short as the iris network's (3-10) vectorise too
-        flat, a = dZ.reshape((1, n * m)), A.reshape((1, n * m))
+    One flat sweep over the whole block (``activations.activation_backward``, one loop per
+    activation), so rows as short as the iris network's (3-10 values) vectorise too: 0.09 ms
+    on 256x512 float32 ReLU, where a per-element dispatch took 0.88 ms."""
+    if code != IDENTITY:
+        size = dZ.size
+        flat, a = dZ.reshape((1, size)), A.reshape((1, size))
         activation_backward(a, flat, code, alpha, flat)
-    for j in range(m):
-        db[j] = 0
-    for i in range(n):
-        for j in range(m):
-            db[j] += dZ[i, j]
+
+
+@njit
+def col_sums(D, j0, j1, out):
+    """out[j - j0] = sum of column j of D, for j0 <= j < j1 (a bias gradient, or the part of
+    it one thread owns).  The sums run along the rows so the inner loop vectorises; kept apart
+    from ``mask``: fused (mask, store, add) on 512x1024 float32 it ran 3.7 ms instead of
+    0.22 ms, as the store into D and the update of out could alias and nothing vectorised."""
+    for j in range(j1 - j0):
+        out[j] = 0
+    for i in range(D.shape[0]):
+        for j in range(j0, j1):
+            out[j - j0] += D[i, j]
+
+
+@njit
+def row_sums_add(D, j0, j1, out):
+    """out[j - j0] += sum of row j of D, for j0 <= j < j1 (the bias gradient of a
+    feature-major delta, added up over the row chunks it is stored in)."""
+    for j in range(j0, j1):
+        row = D[j]
+        s = row[0] * 0
+        for i in range(D.shape[1]):
+            s += row[i]
+        out[j - j0] += s
 
 
 @njit
@@ -144,13 +177,14 @@ def small_forward(H, W, b, code, alpha, A):
 
 
 @njit
-def small_weight_grad(H, dZ, dW):
-    """dW = H.T @ dZ as a compiled loop."""
+def small_weight_grad(H, dZ, dW, accumulate):
+    """dW = H.T @ dZ as a compiled loop, or dW += H.T @ dZ with ``accumulate``."""
     n, n_in = H.shape
     n_out = dZ.shape[1]
-    for p in range(n_in):
-        for j in range(n_out):
-            dW[p, j] = 0
+    if not accumulate:
+        for p in range(n_in):
+            for j in range(n_out):
+                dW[p, j] = 0
     for i in range(n):
         for p in range(n_in):
             x = H[i, p]
@@ -172,15 +206,16 @@ def small_input_grad(dZ, W, dH):
 
 
 @njit
-def mse_rows(Y, T, dY):
-    """Squared error of Y (m, k) against targets T (m, k); dY = 2 (Y - T) / (m k).
+def mse_rows(Y, T, dY, m):
+    """Squared error of Y (r, k) against targets T (r, k), rows of a batch of ``m`` rows;
+    dY = 2 (Y - T) / (m k), the gradient of the batch's mean.
 
-    Returns (m times the batch's mean squared error, 0): the sum of per-sample losses, as
-    ``fit`` counts them, and no correct count."""
-    m, k = Y.shape
+    Returns (the sum of these rows' per-sample losses, as ``fit`` counts them, and 0: no
+    correct count)."""
+    r, k = Y.shape
     scale = Y.dtype.type(2.0 / (m * k))
     total = 0.0
-    for i in range(m):
+    for i in range(r):
         row = 0.0
         for j in range(k):
             d = Y[i, j] - T[i, j]
@@ -211,53 +246,35 @@ def bias_act_t(AT, b, code, alpha):
 
 
 @njit
-def mask_rowsum_t(dZT, AT, code, alpha, db):
-    """dZT *= f'(AT) in place (skipped for the identity), then db = row sums of dZT."""
-    if code != IDENTITY:
-        activation_backward(AT, dZT, code, alpha, dZT)
-    row_sums(dZT, db)
+def softmax_xent_cols(ZT, yb, dZT, m, mx, tot, best):
+    """Softmax cross-entropy of feature-major logits ZT (k, r) against integer labels yb (r,),
+    r rows of a batch of ``m``.
 
-
-@njit
-def row_sums(D, out):
-    """out[j] = sum of row j of D (the bias gradient of a feature-major delta)."""
-    for j in range(D.shape[0]):
-        row = D[j]
-        s = row[0] * 0
-        for i in range(D.shape[1]):
-            s += row[i]
-        out[j] = s
-
-
-@njit
-def softmax_xent_cols(ZT, yb, dZT, db, mx, tot, best):
-    """Softmax cross-entropy of feature-major logits ZT (k, m) against integer labels yb (m,).
-
-    Writes dZT = (softmax - onehot).T / m and db = its row sums; returns (sum of row losses,
-    samples whose arg-max is the label, the first maximum on ties).  mx and tot (m,) of the
-    logits' dtype and best (m,) int64 are scratch."""
-    k, m = ZT.shape
+    Writes dZT = (softmax - onehot).T / m; returns (sum of row losses, rows whose arg-max is
+    the label, the first maximum on ties).  mx and tot (r,) of the logits' dtype and best (r,)
+    int64 are scratch."""
+    k, r = ZT.shape
     inv_m = ZT.dtype.type(1.0 / m)
     z = ZT[0]
-    for i in range(m):
+    for i in range(r):
         mx[i] = z[i]
         best[i] = 0
         tot[i] = 0
     for j in range(1, k):
         z = ZT[j]
-        for i in range(m):
+        for i in range(r):
             if z[i] > mx[i]:
                 mx[i] = z[i]
                 best[i] = j
     for j in range(k):
         z, d = ZT[j], dZT[j]
-        for i in range(m):
+        for i in range(r):
             e = vexp(z[i] - mx[i])
             d[i] = e
             tot[i] += e
     total = 0.0
     correct = 0
-    for i in range(m):
+    for i in range(r):
         t = yb[i]
         total += mx[i] + math.log(tot[i]) - ZT[t, i]
         if best[i] == t:
@@ -265,11 +282,10 @@ def softmax_xent_cols(ZT, yb, dZT, db, mx, tot, best):
         tot[i] = inv_m / tot[i]
     for j in range(k):
         d = dZT[j]
-        for i in range(m):
+        for i in range(r):
             d[i] *= tot[i]
-    for i in range(m):
+    for i in range(r):
         dZT[yb[i], i] -= inv_m
-    row_sums(dZT, db)
     return total, correct
 
 
@@ -291,16 +307,15 @@ def _forward(H, W, b, code, alpha, A, out_t):
 
 
 @njit
-def _input_grad(dZ, W, A_prev, code, alpha, dH, db_prev, dz_t):
-    """dH = (dZ @ W.T) * f'(A_prev) and db_prev = its column sums; dZ is stored transposed
-    (n_out, n) when ``dz_t``."""
+def _input_grad(dZ, W, A_prev, code, alpha, dH, dz_t):
+    """dH = (dZ @ W.T) * f'(A_prev); dZ is stored transposed (n_out, n) when ``dz_t``."""
     n, n_in = dH.shape
     n_out = W.shape[1]
     if small_product(n, n_in, n_out):
         small_input_grad(dZ.T if dz_t else dZ, W, dH)
     else:
         gemm(dz_t, True, 1.0, dZ, W, 0.0, dH)
-    mask_colsum(dH, A_prev, code, alpha, db_prev)
+    mask(dH, A_prev, code, alpha)
 
 
 @njit
@@ -317,32 +332,145 @@ def _update(opt_kind, hyper, step, p, g, s1, s2):
 
 
 @njit
-def _weight_grad_update(
-    H, dZ, dz_t, o, n_in, n_out, opt_kind, hyper, step, fold, params, grads, s1, s2
-):
-    """Weight gradient of one layer (its weights start at ``o`` in the flat buffers; dZ
-    transposed when ``dz_t``) and the optimizer update of those weights; with ``fold`` (plain
-    SGD) both in one gemm."""
-    size = n_in * n_out
-    W = params[o : o + size].reshape((n_in, n_out))
-    dW = grads[o : o + size].reshape((n_in, n_out))
-    n = H.shape[0]
-    small = small_product(n, n_in, n_out)
-    if fold and not small:
-        lr = hyper[H_LR]
-        gemm(True, dz_t, -lr, H, dZ, 1.0 - lr * hyper[H_WEIGHT_DECAY], W)
-        return
-    if small:
-        small_weight_grad(H, dZ.T if dz_t else dZ, dW)
+def _span(i, parts, size):
+    """The i-th of ``parts`` near-equal consecutive ranges of range(size), as (start, stop)."""
+    return i * size // parts, (i + 1) * size // parts
+
+
+@njit
+def _activations(work, off, r0, r1, width, feature_major):
+    """Rows r0..r1 of the (m, width) block of activations or deltas at ``work[off]``.
+
+    The blocks are row-major, except the feature-major output layer of a softmax network,
+    which is stored per row chunk: chunk rows r0..r1 as a (width, r1 - r0) block at
+    ``off + r0 * width``.  Either way a chunk's part is one contiguous piece of ``work``."""
+    part = work[off + r0 * width : off + r1 * width]
+    if feature_major:
+        return part.reshape((width, r1 - r0))
+    return part.reshape((r1 - r0, width))
+
+
+# -- the two halves of a step -----------------------------------------------------------------
+@njit
+def _rows_pass(
+    X, y, T, order, start, r0, r1, m, batch, check, sizes, w_off, b_off, codes, alphas, loss_kind,
+    params, layout, work, iwork, zero_b,
+):  # fmt: skip
+    """Everything of one step that is independent from row to row, for rows r0..r1 of the
+    batch of ``m`` rows starting at ``start`` in ``order`` (``batch`` rows in a full one):
+    gather them, forward through every layer, the loss and its gradient, and every layer's
+    delta (input gradient times the activation's derivative) down to the first.  Writes only
+    scratch (``work``, ``iwork``).
+
+    Returns (inputs finite, loss sum, correct): with ``check``, inputs finite is False when
+    a gathered value is NaN or inf, and nothing else is done."""
+    L = sizes.shape[0] - 1
+    t = params.dtype.type
+    r = r1 - r0
+    n0 = sizes[0]
+    k_out = sizes[L]
+    out_t = loss_kind == LOSS_SOFTMAX_XENT
+    xb = work[r0 * n0 : r1 * n0].reshape((r, n0))
+    mb = iwork.shape[0] // 2
+    yb = iwork[r0:r1] if out_t else iwork[:0]
+    skip = batch - r
+    if not gather_batch(X, order, start + r0, xb, y, yb, check, skip):
+        return False, 0.0, 0
+    if not out_t:
+        tb = _activations(work, layout[2 * L + 2], r0, r1, k_out, False)
+        gather_batch(T, order, start + r0, tb, y, iwork[:0], False, skip)
+    # -- forward ---------------------------------------------------------------------------
+    H = xb
+    for k in range(L):
+        n_in, n_out = sizes[k], sizes[k + 1]
+        W = params[w_off[k] : w_off[k] + n_in * n_out].reshape((n_in, n_out))
+        b = params[b_off[k] : b_off[k] + n_out] if b_off[k] >= 0 else zero_b[:n_out]
+        last_t = out_t and k == L - 1
+        A = _activations(work, layout[k], r0, r1, n_out, last_t)
+        _forward(H, W, b, codes[k], t(alphas[k]), A, last_t)
+        H = A
+    # -- loss: the last layer's delta ------------------------------------------------------
+    dZ = _activations(work, layout[2 * L - 1], r0, r1, k_out, out_t)
+    if out_t:
+        s = layout[2 * L + 3]
+        mx, tot = work[s + r0 : s + r1], work[s + mb + r0 : s + mb + r1]
+        best = iwork[mb + r0 : mb + r1]
+        total, correct = softmax_xent_cols(H, yb, dZ, m, mx, tot, best)
     else:
-        gemm(True, dz_t, 1.0, H, dZ, 0.0, dW)
-    e = o + size
-    _update(opt_kind, hyper, step, params[o:e], grads[o:e], s1[o:e], s2[o:e])
+        total, correct = mse_rows(H, tb, dZ, m)
+    # an activation after the last layer (before the softmax; a sigmoid before MSE)
+    mask(dZ, H, codes[L - 1], t(alphas[L - 1]))
+    if not math.isfinite(total):
+        return True, total, correct
+    # -- deltas, last layer to first -------------------------------------------------------
+    for k in range(L - 1, 0, -1):
+        n_in, n_out = sizes[k], sizes[k + 1]
+        W = params[w_off[k] : w_off[k] + n_in * n_out].reshape((n_in, n_out))
+        A_prev = _activations(work, layout[k - 1], r0, r1, n_in, False)
+        dH = _activations(work, layout[L + k - 1], r0, r1, n_in, False)
+        _input_grad(dZ, W, A_prev, codes[k - 1], t(alphas[k - 1]), dH, out_t and k == L - 1)
+        dZ = dH
+    return True, total, correct
+
+
+@njit
+def _update_pass(
+    c, n_chunks, m, sizes, w_off, b_off, loss_kind, opt_kind, hyper, step, fold, params, grads,
+    state1, state2, layout, work,
+):  # fmt: skip
+    """Part ``c`` of ``n_chunks`` of a step's updates, after ``_rows_pass`` has run on every
+    row chunk of the batch of ``m`` rows: of every layer, the weight rows (input features)
+    ``_span(c, n_chunks, n_in)`` get their gradient over the whole batch and the optimizer's
+    update, and the biases ``_span(c, n_chunks, n_out)`` likewise.  The parts touch disjoint
+    parameters, so they can run at once.  With ``fold`` (plain SGD, no momentum) the weight
+    update is folded into the product: ``W = (1 - lr wd) W - lr H.T @ dZ`` as one gemm, and
+    the weight gradient is never stored."""
+    L = sizes.shape[0] - 1
+    out_t = loss_kind == LOSS_SOFTMAX_XENT
+    lr = hyper[H_LR]
+    for k in range(L - 1, -1, -1):
+        n_in, n_out = sizes[k], sizes[k + 1]
+        # a feature-major delta is stored per row chunk: its products add up over the chunks
+        dz_t = out_t and k == L - 1
+        pieces = n_chunks if dz_t else 1
+        h_off = 0 if k == 0 else layout[k - 1]  # the batch's inputs sit at offset 0
+        p0, p1 = _span(c, n_chunks, n_in)
+        o = w_off[k]
+        if p1 > p0:
+            W = params[o + p0 * n_out : o + p1 * n_out].reshape((p1 - p0, n_out))
+            dW = grads[o + p0 * n_out : o + p1 * n_out].reshape((p1 - p0, n_out))
+            small = small_product(m, p1 - p0, n_out)
+            for q in range(pieces):
+                q0, q1 = _span(q, pieces, m)
+                H = _activations(work, h_off, q0, q1, n_in, False)[:, p0:p1]
+                dZ = _activations(work, layout[L + k], q0, q1, n_out, dz_t)
+                if small:
+                    small_weight_grad(H, dZ.T if dz_t else dZ, dW, q > 0)
+                elif fold:
+                    beta = 1.0 - lr * hyper[H_WEIGHT_DECAY] if q == 0 else 1.0
+                    gemm(True, dz_t, -lr, H, dZ, beta, W)
+                else:
+                    gemm(True, dz_t, 1.0, H, dZ, 0.0 if q == 0 else 1.0, dW)
+            if small or not fold:
+                s, e = o + p0 * n_out, o + p1 * n_out
+                _update(opt_kind, hyper, step, params[s:e], grads[s:e], state1[s:e], state2[s:e])
+        j0, j1 = _span(c, n_chunks, n_out)
+        if b_off[k] >= 0 and j1 > j0:
+            s, e = b_off[k] + j0, b_off[k] + j1
+            db = grads[s:e]
+            if dz_t:
+                for j in range(j1 - j0):
+                    db[j] = 0
+                for q in range(pieces):
+                    q0, q1 = _span(q, pieces, m)
+                    row_sums_add(_activations(work, layout[L + k], q0, q1, n_out, True), j0, j1, db)
+            else:
+                col_sums(_activations(work, layout[L + k], 0, m, n_out, False), j0, j1, db)
+            _update(opt_kind, hyper, step, params[s:e], grads[s:e], state1[s:e], state2[s:e])
 
 
 # -- the driver --------------------------------------------------------------------------------
-@njit
-def train_batches(
+def _train_batches(
     X,
     y,
     T,
@@ -368,6 +496,7 @@ def train_batches(
     work,
     iwork,
     stats,
+    n_chunks,
 ):
     """Train on batches ``first..last-1`` of ``order``; write (loss sum, correct, finite, steps,
     inputs finite) into ``stats``.
@@ -379,8 +508,15 @@ def train_batches(
     OPT_ADAM, with ``hyper`` and the step count ``step0`` before this call) updates ``params``
     from ``grads`` with its state in ``state1``/``state2`` (momentum buffer; Adam's moments;
     unused ones may be any array of the parameters' size).  ``work`` is scratch laid out by
-    ``workspace_layout`` (``layout``), ``iwork`` int64 scratch of ``2 * batch`` elements.  Stops
-    at the first batch whose loss is not finite, before its backward pass, with
+    ``workspace_layout`` (``layout``), ``iwork`` int64 scratch of ``2 * min(batch, n)``
+    elements, ``stats`` float64 of ``N_STATS + 3 * n_chunks`` elements.
+
+    Each step runs as ``n_chunks`` row chunks (``_rows_pass``) and then ``n_chunks`` parts of
+    the updates (``_update_pass``); in the parallel build each set runs across the threads,
+    with BLAS single-threaded (see "Threads" in the module docstring).  The serial build
+    takes ``n_chunks = 1``.
+
+    Stops at the first batch whose loss is not finite, before any parameter changes, with
     ``stats[S_FINITE] = 0``.  With ``check_inputs`` every gathered batch of X is checked, and
     the call stops before training on the first batch holding a NaN or inf, with
     ``stats[S_INPUTS_FINITE] = 0`` (``fit`` checks X this way in its first epoch: see
@@ -388,92 +524,53 @@ def train_batches(
     """
     L = sizes.shape[0] - 1
     n = X.shape[0]
-    t = params.dtype.type
     stats[S_LOSS] = 0.0
     stats[S_CORRECT] = 0.0
     stats[S_FINITE] = 1.0
     stats[S_STEPS] = 0.0
     stats[S_INPUTS_FINITE] = 1.0
+    part = stats[N_STATS : N_STATS + 3 * n_chunks]
     width = layout[2 * L + 1] - layout[2 * L]
     zero_b = work[layout[2 * L] : layout[2 * L] + width]
-    scratch_db = work[layout[2 * L + 1] : layout[2 * L + 1] + width]
     for j in range(width):
         zero_b[j] = 0
     fold = opt_kind == OPT_SGD and hyper[H_MOMENTUM] == 0
-    # softmax networks keep the output layer's logits and delta feature-major (see above)
-    out_t = loss_kind == LOSS_SOFTMAX_XENT
-    mb = min(batch, n)
-    sm_mx = work[layout[2 * L + 3] : layout[2 * L + 3] + mb]
-    sm_tot = work[layout[2 * L + 3] + mb : layout[2 * L + 3] + 2 * mb]
 
     for bi in range(first, last):
         start = bi * batch
         m = min(start + batch, n) - start
         step = step0 + bi - first + 1
-        xb = work[: m * sizes[0]].reshape((m, sizes[0]))
-        k_out = sizes[L]
-        yb = iwork[:m] if loss_kind == LOSS_SOFTMAX_XENT else iwork[:0]
-        if not gather_batch(X, order, start, xb, y, yb, check_inputs):
-            stats[S_INPUTS_FINITE] = 0.0
-            return
-        if loss_kind != LOSS_SOFTMAX_XENT:
-            tb = work[layout[2 * L + 2] : layout[2 * L + 2] + m * k_out].reshape((m, k_out))
-            gather_batch(T, order, start, tb, y, iwork[:0], False)
-        # -- forward -----------------------------------------------------------------------
-        H = xb
-        for k in range(L):
-            n_in, n_out = sizes[k], sizes[k + 1]
-            W = params[w_off[k] : w_off[k] + n_in * n_out].reshape((n_in, n_out))
-            b = params[b_off[k] : b_off[k] + n_out] if b_off[k] >= 0 else zero_b[:n_out]
-            last_t = out_t and k == L - 1
-            A = work[layout[k] : layout[k] + m * n_out]
-            A = A.reshape((n_out, m)) if last_t else A.reshape((m, n_out))
-            _forward(H, W, b, codes[k], t(alphas[k]), A, last_t)
-            H = A
-        # -- loss: dZ of the last layer and its bias gradient --------------------------------
-        dZ = work[layout[2 * L - 1] : layout[2 * L - 1] + m * k_out]
-        db = grads[b_off[L - 1] : b_off[L - 1] + k_out] if b_off[L - 1] >= 0 else scratch_db
-        if out_t:
-            dZ = dZ.reshape((k_out, m))
-            best = iwork[mb : mb + m]
-            total, correct = softmax_xent_cols(H, yb, dZ, db, sm_mx[:m], sm_tot[:m], best)
-            if codes[L - 1] != 0:
-                # an activation after the last layer, before the softmax
-                mask_rowsum_t(dZ, H, codes[L - 1], t(alphas[L - 1]), db)
-        else:
-            dZ = dZ.reshape((m, k_out))
-            total, correct = mse_rows(H, tb, dZ)
-            # the output layer's own activation (e.g. a sigmoid before MSE), and the bias sums
-            mask_colsum(dZ, H, codes[L - 1], t(alphas[L - 1]), db)
+        for c in prange(n_chunks):
+            r0, r1 = _span(c, n_chunks, m)
+            ok_c, total_c, correct_c = _rows_pass(
+                X, y, T, order, start, r0, r1, m, batch, check_inputs, sizes, w_off, b_off, codes,
+                alphas, loss_kind, params, layout, work, iwork, zero_b,
+            )  # fmt: skip
+            part[3 * c] = 1.0 if ok_c else 0.0
+            part[3 * c + 1] = total_c
+            part[3 * c + 2] = correct_c
+        total = 0.0
+        correct = 0.0
+        for c in range(n_chunks):
+            if part[3 * c] == 0.0:
+                stats[S_INPUTS_FINITE] = 0.0
+                return
+            total += part[3 * c + 1]
+            correct += part[3 * c + 2]
         if not math.isfinite(total):
             stats[S_FINITE] = 0.0
             return
         stats[S_LOSS] += total
         stats[S_CORRECT] += correct
-        # -- backward and update, layer by layer ---------------------------------------------
-        for k in range(L - 1, -1, -1):
-            n_in, n_out = sizes[k], sizes[k + 1]
-            dz_t = out_t and k == L - 1
-            H = xb if k == 0 else work[layout[k - 1] : layout[k - 1] + m * n_in].reshape((m, n_in))
-            if k > 0:
-                # the input gradient first: it needs this layer's weights before their update
-                W = params[w_off[k] : w_off[k] + n_in * n_out].reshape((n_in, n_out))
-                dH = work[layout[L + k - 1] : layout[L + k - 1] + m * n_in].reshape((m, n_in))
-                if b_off[k - 1] >= 0:
-                    db_prev = grads[b_off[k - 1] : b_off[k - 1] + n_in]
-                else:
-                    db_prev = scratch_db
-                _input_grad(dZ, W, H, codes[k - 1], t(alphas[k - 1]), dH, db_prev, dz_t)
-            _weight_grad_update(
-                H, dZ, dz_t, w_off[k], n_in, n_out, opt_kind, hyper, step, fold, params, grads,
-                state1, state2,
+        for c in prange(n_chunks):
+            _update_pass(
+                c, n_chunks, m, sizes, w_off, b_off, loss_kind, opt_kind, hyper, step, fold,
+                params, grads, state1, state2, layout, work,
             )  # fmt: skip
-            if b_off[k] >= 0:
-                o, e = b_off[k], b_off[k] + n_out
-                _update(opt_kind, hyper, step, params[o:e], grads[o:e], state1[o:e], state2[o:e])
-            if k > 0:
-                dZ = dH
         stats[S_STEPS] += 1.0
+
+
+train_batches, train_batches_parallel = twin(_train_batches)
 
 
 def workspace_layout(sizes, batch, n):
@@ -482,8 +579,8 @@ def workspace_layout(sizes, batch, n):
     for the caller.
 
     layout[k] (k < L) is where layer k's output activations start, layout[L + k] its delta
-    (the gradient at its pre-activation), layout[2L] a zero bias and layout[2L + 1] a scratch
-    bias gradient (for layers without bias), each of the largest layer width,
+    (the gradient at its pre-activation), layout[2L] a zero bias (for layers without bias;
+    layout[2L + 1] marks its end) of the largest layer width,
     layout[2L + 2] the batch's gathered targets (MSE) and layout[2L + 3] the softmax's two
     per-sample scratch rows.  The batch's gathered inputs sit at offset 0."""
     mb = min(batch, n)
@@ -497,7 +594,7 @@ def workspace_layout(sizes, batch, n):
     for k in range(L):
         layout.append(pos)
         pos += mb * sizes[k + 1]
-    targets = pos + 2 * width
+    targets = pos + width
     softmax = targets + mb * sizes[-1]
     layout += [pos, pos + width, targets, softmax]
     return layout, softmax + 2 * mb
@@ -511,5 +608,6 @@ __all__ = [
     "N_HYPER",
     "N_STATS",
     "train_batches",
+    "train_batches_parallel",
     "workspace_layout",
 ]

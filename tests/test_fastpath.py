@@ -43,11 +43,11 @@ def test_gather_batch(dtype, rng, shape):
     yb = np.empty(shape[0], np.int64)
     for check in (False, True):
         xb[...] = 0
-        assert E.gather_batch(X, order, 3, xb, y, yb, check)
+        assert E.gather_batch(X, order, 3, xb, y, yb, check, 0)
         np.testing.assert_array_equal(xb, X[order[3 : 3 + shape[0]]])
         np.testing.assert_array_equal(yb, y[order[3 : 3 + shape[0]]])
         xb[...] = 0
-        assert E.gather_batch(X, order, 3, xb, y, yb[:0], check)  # no labels
+        assert E.gather_batch(X, order, 3, xb, y, yb[:0], check, 0)  # no labels
         np.testing.assert_array_equal(xb, X[order[3 : 3 + shape[0]]])
     # a NaN or inf in a gathered row is reported only when checking; rows outside the
     # batch do not count
@@ -55,10 +55,10 @@ def test_gather_batch(dtype, rng, shape):
         Xb = X.copy()
         Xb[order[3 + shape[0] - 1], shape[1] - 1] = bad
         Xb[order[0]] = np.nan
-        assert E.gather_batch(Xb, order, 3, xb, y, yb, False)
-        assert not E.gather_batch(Xb, order, 3, xb, y, yb, True)
+        assert E.gather_batch(Xb, order, 3, xb, y, yb, False, 0)
+        assert not E.gather_batch(Xb, order, 3, xb, y, yb, True, 0)
         Xb[order[3 + shape[0] - 1], shape[1] - 1] = 0
-        assert E.gather_batch(Xb, order, 3, xb, y, yb, True)
+        assert E.gather_batch(Xb, order, 3, xb, y, yb, True, 0)
 
 
 @pytest.mark.parametrize("shape", [(1, 3), (5, 1), (6, 70)])
@@ -78,27 +78,27 @@ def test_bias_act(dtype, rng, shape, code):
 
 @pytest.mark.parametrize("shape", [(1, 3), (5, 1), (6, 70), (3, 129)])
 @pytest.mark.parametrize("code", [IDENT, RELU, LEAKY, SIGMOID, TANH])
-def test_mask_colsum(dtype, rng, shape, code):
+def test_mask_and_bias_sums(dtype, rng, shape, code):
     G = rng.standard_normal(shape).astype(dtype)
     A = rng.uniform(-1, 1, shape).astype(dtype)
     if code == SIGMOID:
         A = np.abs(A)
     d = G.astype(np.float64) * _deriv_from_output(A.astype(np.float64), code, 0.1)
-    db = np.full(shape[1] + 2, 7.0, dtype)  # longer than needed: the tail must be left alone
-    E.mask_colsum(G, A, code, dtype.type(0.1), db)  # in place
+    E.mask(G, A, code, dtype.type(0.1))  # in place
     assert_close(G, d, dtype)
-    assert_close(db[: shape[1]], d.sum(axis=0), dtype, scale=shape[0])
-    assert np.all(db[shape[1] :] == 7.0)
+    # column sums over a range of columns, written to the start of out (the tail left alone)
+    j0, j1 = shape[1] // 3, shape[1]
+    db = np.full(shape[1] + 2, 7.0, dtype)
+    E.col_sums(G, j0, j1, db)
+    assert_close(db[: j1 - j0], d[:, j0:j1].sum(axis=0), dtype, scale=shape[0])
+    assert np.all(db[j1 - j0 :] == 7.0)
 
-    # feature-major: (units, rows), the sums along rows
-    G = rng.standard_normal(shape[::-1]).astype(dtype)
-    A = np.ascontiguousarray(A.T)
-    d = G.astype(np.float64) * _deriv_from_output(A.astype(np.float64), code, 0.1)
+    # feature-major (units, rows): the sums along rows, added to what out holds
+    G = np.ascontiguousarray(G.T)
     db[:] = 7.0
-    E.mask_rowsum_t(G, A, code, dtype.type(0.1), db)
-    assert_close(G, d, dtype)
-    assert_close(db[: shape[1]], d.sum(axis=1), dtype, scale=shape[0])
-    assert np.all(db[shape[1] :] == 7.0)
+    E.row_sums_add(G, j0, j1, db)
+    assert_close(db[: j1 - j0], 7.0 + d[:, j0:j1].sum(axis=0), dtype, scale=shape[0])
+    assert np.all(db[j1 - j0 :] == 7.0)
 
 
 @pytest.mark.parametrize("n, n_in, n_out", [(1, 4, 3), (5, 1, 2), (6, 7, 1), (9, 13, 11)])
@@ -111,8 +111,10 @@ def test_small_products(dtype, rng, n, n_in, n_out):
     E.small_forward(H, W, b, TANH, dtype.type(0.0), A)
     assert_close(A, dense_forward(H, W, b, TANH), dtype)
     dW = np.full((n_in, n_out), np.nan, dtype)
-    E.small_weight_grad(H, dZ, dW)
+    E.small_weight_grad(H, dZ, dW, False)
     assert_close(dW, H.T.astype(np.float64) @ dZ, dtype, scale=n)
+    E.small_weight_grad(H, dZ, dW, True)  # accumulates
+    assert_close(dW, 2 * (H.T.astype(np.float64) @ dZ), dtype, scale=2 * n)
     dH = np.empty((n, n_in), dtype)
     E.small_input_grad(dZ, W, dH)
     assert_close(dH, dZ.astype(np.float64) @ W.T, dtype, scale=n_out)
@@ -122,7 +124,7 @@ def test_small_products(dtype, rng, n, n_in, n_out):
     assert_close(AT, dense_forward(H, W, b, TANH).T, dtype)
     dZT = np.ascontiguousarray(dZ.T)
     dW[...] = np.nan
-    E.small_weight_grad(H, dZT.T, dW)
+    E.small_weight_grad(H, dZT.T, dW, False)
     assert_close(dW, H.T.astype(np.float64) @ dZ, dtype, scale=n)
     dH[...] = np.nan
     E.small_input_grad(dZT.T, W, dH)
@@ -135,29 +137,28 @@ def test_loss_rows(dtype, rng, m, k):
     yb = rng.integers(0, k, m).astype(np.int64)
     if k > 1:
         Z[0, :2] = Z[0, 1]  # a tie: the first maximum counts
-    # the softmax takes its logits feature-major, (classes, rows)
+    # the softmax takes its logits feature-major, (classes, rows); the rows may be part of a
+    # larger batch, whose size scales the gradient
+    batch = m + 3
     dZT = np.empty((k, m), dtype)
-    db = np.full(k, np.nan, dtype)
     scratch = np.full((2, m), np.nan, dtype)
     best = np.empty(m, np.int64)
     ZT = np.ascontiguousarray(Z.T)
-    total, correct = E.softmax_xent_cols(ZT, yb, dZT, db, scratch[0], scratch[1], best)
+    total, correct = E.softmax_xent_cols(ZT, yb, dZT, batch, scratch[0], scratch[1], best)
     Z64 = Z.astype(np.float64)
     P = np.exp(Z64 - Z64.max(axis=1, keepdims=True))
     P /= P.sum(axis=1, keepdims=True)
     assert_close(total, -np.log(P[np.arange(m), yb]).sum(), dtype, scale=m)
     assert correct == np.sum(Z.argmax(axis=1) == yb)
-    assert_close(dZT.T, (P - one_hot(yb, k)) / m, dtype)
-    assert_close(db, ((P - one_hot(yb, k)) / m).sum(axis=0), dtype)
+    assert_close(dZT.T, (P - one_hot(yb, k)) / batch, dtype)
 
     dZ = np.empty((m, k), dtype)
-
     T = rng.standard_normal((m, k)).astype(dtype)
-    total, correct = E.mse_rows(Z, T, dZ)
+    total, correct = E.mse_rows(Z, T, dZ, batch)
     diff = Z64 - T
     assert_close(total, (diff**2).mean() * m, dtype, scale=m)
     assert correct == 0
-    assert_close(dZ, 2 * diff / (m * k), dtype)
+    assert_close(dZ, 2 * diff / (batch * k), dtype)
 
 
 # -- fast path against the layer-by-layer path ------------------------------------------------
@@ -210,10 +211,13 @@ def _fit(arch, opt_name, dtype, fast, batch_size=16, epochs=2, monkeypatch=None)
 
 @pytest.mark.parametrize("arch", list(ARCHS))
 @pytest.mark.parametrize("opt_name", list(OPTIMIZERS))
-@pytest.mark.parametrize("batch_size", [16, 13])
-def test_fast_path_matches_layer_path(dtype, arch, opt_name, batch_size, monkeypatch):
+@pytest.mark.parametrize("batch_size, chunks", [(16, 1), (13, 1), (16, 2), (13, 3)])
+def test_fast_path_matches_layer_path(dtype, arch, opt_name, batch_size, chunks, monkeypatch):
     # 53 samples in batches of 16 (a last batch of 5) or 13 (a last batch of one row, which
-    # takes the compiled loops instead of BLAS), two epochs
+    # takes the compiled loops instead of BLAS), two epochs.  chunks > 1 forces the
+    # data-parallel build (rows split across threads, updates split by parameter); with 3
+    # chunks on two threads one thread runs two, and the one-row batch leaves chunks empty.
+    monkeypatch.setattr(_fastpath, "chunks_for", lambda *args: chunks)
     fast, fopt, fh = _fit(arch, opt_name, dtype, True, batch_size, monkeypatch=monkeypatch)
     slow, sopt, sh = _fit(arch, opt_name, dtype, False, batch_size, monkeypatch=monkeypatch)
     rtol = 2e-5 if dtype == np.float32 else 1e-12
