@@ -98,6 +98,57 @@ class FitEpoch:
         )
 
 
+class FitEpochBuild:
+    """One float32 SGD epoch of ``fit`` with each build of the compiled fit kernel pinned:
+    ``serial`` (BLAS threads the products) and ``data-parallel`` (a chunk of rows, then a part
+    of the parameters, per thread; BLAS single-threaded).  ``fit`` picks one per shape
+    (``fastnn._fastpath.chunks_for``); this keeps both measured on the shapes either side of
+    the switch, so a change that moves the crossover shows.  On one thread both are serial."""
+
+    params = (
+        ["784-100-10@64", "784-512-512-10@256", "784-1024x3-10@512"],
+        ["serial", "data-parallel"],
+    )
+    param_names = ("network", "build")
+    timeout = 300
+    number = 1
+    repeat = (1, 5, 20.0)
+
+    def setup(self, network, build):
+        import fastnn as fnn
+
+        try:
+            from fastnn import _fastpath
+        except ImportError:  # a fastnn from before the compiled fit path
+            raise NotImplementedError from None
+        if not hasattr(_fastpath, "chunks_for"):  # before the data-parallel build
+            raise NotImplementedError
+        threads = set_threads()
+        self._fastpath, self._chunks_for = _fastpath, _fastpath.chunks_for
+        _fastpath.chunks_for = (lambda *a: 1) if build == "serial" else (lambda *a: threads)
+        sizes, self.batch = NETWORKS[network]
+        self.X, self.y = classification_data(FIT_SAMPLES[network], sizes[0], sizes[-1], "float32")
+        self.model = make_mlp(sizes, "float32", seed=0)
+        self.loss = fnn.SoftmaxCrossEntropy()
+        self.opt = make_optimizer(self.model, "sgd")
+        self.time_fit_one_epoch(network, build)
+
+    def teardown(self, network, build):
+        self._fastpath.chunks_for = self._chunks_for
+
+    def time_fit_one_epoch(self, network, build):
+        self.model.fit(
+            self.X,
+            self.y,
+            loss=self.loss,
+            optimizer=self.opt,
+            epochs=1,
+            batch_size=self.batch,
+            seed=0,
+            verbose=0,
+        )
+
+
 class FitThroughput:
     """Training samples per second of a one-epoch fit (best of three epochs, after a warm-up
     epoch), float32: the figure the README quotes.  Higher is better."""
