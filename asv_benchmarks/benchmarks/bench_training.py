@@ -64,6 +64,20 @@ class Forward:
         self.model.predict(self.X)
 
 
+def _fit_one_epoch(bench):
+    """One epoch of ``fit`` on what a benchmark's ``setup`` prepared."""
+    bench.model.fit(
+        bench.X,
+        bench.y,
+        loss=bench.loss,
+        optimizer=bench.opt,
+        epochs=1,
+        batch_size=bench.batch,
+        seed=0,
+        verbose=0,
+    )
+
+
 class FitEpoch:
     """One epoch of ``Sequential.fit`` (shuffle, batch gather, steps, metrics) on synthetic data
     of :data:`common.FIT_SAMPLES` rows."""
@@ -86,16 +100,7 @@ class FitEpoch:
         self.time_fit_one_epoch(network, dtype, optimizer)
 
     def time_fit_one_epoch(self, network, dtype, optimizer):
-        self.model.fit(
-            self.X,
-            self.y,
-            loss=self.loss,
-            optimizer=self.opt,
-            epochs=1,
-            batch_size=self.batch,
-            seed=0,
-            verbose=0,
-        )
+        _fit_one_epoch(self)
 
 
 class FitEpochBuild:
@@ -137,16 +142,7 @@ class FitEpochBuild:
         self._fastpath.chunks_for = self._chunks_for
 
     def time_fit_one_epoch(self, network, build):
-        self.model.fit(
-            self.X,
-            self.y,
-            loss=self.loss,
-            optimizer=self.opt,
-            epochs=1,
-            batch_size=self.batch,
-            seed=0,
-            verbose=0,
-        )
+        _fit_one_epoch(self)
 
 
 class FitThroughput:
@@ -173,16 +169,7 @@ class FitThroughput:
         import time
 
         t0 = time.perf_counter()
-        self.model.fit(
-            self.X,
-            self.y,
-            loss=self.loss,
-            optimizer=self.opt,
-            epochs=1,
-            batch_size=self.batch,
-            seed=0,
-            verbose=0,
-        )
+        _fit_one_epoch(self)
         return time.perf_counter() - t0
 
     def track_samples_per_second(self, network):
