@@ -45,8 +45,8 @@ recorded there):
   one thread pool, so nothing spins against anything, every pass is parallel, each thread
   gathers its own rows (twice the memory accesses in flight), and each product is one
   single-threaded call on half the data, which OpenBLAS runs faster than its own two-thread
-  split of the small products: 784-100-10@64 0.72-0.75x the serial build's epoch time,
-  784-512-512-10@256 0.83x.  Two parallel regions per step (a fork and a join each) are the
+  split of the small products: 784-100-10@64 0.72-0.77x the serial build's epoch time,
+  784-512-512-10@256 0.83-0.97x.  Two parallel regions per step (a fork and a join each) are the
   price: small steps lose (100-100-100-10@32 1.62x), and so do 1024x1024 weights, which every
   thread then reads in full (1.02-1.05x).
 """
