@@ -337,3 +337,29 @@ def test_fast_path_matches_numpy_training_loop(dtype, monkeypatch):
     for layer, W, b in zip((model.layers[0], model.layers[2]), Ws_ref, bs_ref, strict=True):
         assert_close(layer.weight.data, W, dtype, scale=10)
         assert_close(layer.bias.data, b, dtype, scale=10)
+
+
+def test_data_parallel_fit_restores_blas_threads(monkeypatch):
+    """The data-parallel build sets BLAS to one thread around the kernel call; afterwards every
+    BLAS library has its thread count back, also when the fit stops with an error."""
+    from threadpoolctl import threadpool_info
+
+    monkeypatch.setattr(_fastpath, "ENABLED", True)
+    monkeypatch.setattr(_fastpath, "chunks_for", lambda *args: 2)
+    before = fnn.get_num_threads()
+    fnn.set_num_threads(2)
+    try:
+        want = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+        _fit("blas", "sgd", np.dtype(np.float32), True, monkeypatch=monkeypatch)
+        got = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+        assert got == want
+        X, y, _ = _data("blas", np.dtype(np.float32))
+        X[40, 3] = np.nan  # found by the first epoch's in-gather check, inside the kernel
+        model = fnn.Sequential(*ARCHS["blas"][0](np.float32))
+        with pytest.raises(ValueError, match="NaN or inf"):
+            model.fit(X, y, loss=fnn.SoftmaxCrossEntropy(),
+                      optimizer=fnn.SGD(model.parameters(), lr=0.1), epochs=1, verbose=0)  # fmt: skip
+        got = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+        assert got == want
+    finally:
+        fnn.set_num_threads(before)
