@@ -356,9 +356,9 @@ def test_data_parallel_fit_restores_blas_threads(monkeypatch):
         X, y, _ = _data("blas", np.dtype(np.float32))
         X[40, 3] = np.nan  # found by the first epoch's in-gather check, inside the kernel
         model = fnn.Sequential(*ARCHS["blas"][0](np.float32))
+        opt = fnn.SGD(model.parameters(), lr=0.1)
         with pytest.raises(ValueError, match="NaN or inf"):
-            model.fit(X, y, loss=fnn.SoftmaxCrossEntropy(),
-                      optimizer=fnn.SGD(model.parameters(), lr=0.1), epochs=1, verbose=0)  # fmt: skip
+            model.fit(X, y, loss=fnn.SoftmaxCrossEntropy(), optimizer=opt, epochs=1, verbose=0)
         got = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
         assert got == want
     finally:
