@@ -353,8 +353,10 @@ def test_data_parallel_fit_restores_blas_threads(monkeypatch):
         _fit("blas", "sgd", np.dtype(np.float32), True, monkeypatch=monkeypatch)
         got = [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
         assert got == want
-        X, y, _ = _data("blas", np.dtype(np.float32))
-        X[40, 3] = np.nan  # found by the first epoch's in-gather check, inside the kernel
+        # X larger than the gradients, so the first epoch's gather finds the NaN inside the
+        # kernel call (not the up-front check) and fit raises after the call
+        X, y, _ = _data("blas", np.dtype(np.float32), n=2000)
+        X[1500, 3] = np.nan
         model = fnn.Sequential(*ARCHS["blas"][0](np.float32))
         opt = fnn.SGD(model.parameters(), lr=0.1)
         with pytest.raises(ValueError, match="NaN or inf"):
