@@ -13,7 +13,6 @@ always use the layer-by-layer path, e.g. to compare the two.
 
 import os
 
-import numba
 import numpy as np
 
 from fastnn.kernels import epoch as E
@@ -164,8 +163,8 @@ class FastEpochRunner:
         self.work = np.empty(total, dtype)
         self.iwork = np.empty(2 * min(batch_size, n), np.int64)  # labels, softmax arg-max
         self.hyper = np.zeros(E.N_HYPER, np.float64)
-        # per-chunk partial results follow the totals
-        self.stats = np.zeros(E.N_STATS + 3 * numba.config.NUMBA_NUM_THREADS, np.float64)
+        # per-chunk partial results follow the totals (``run`` sizes it for its chunk count)
+        self.stats = np.zeros(E.N_STATS + 3, np.float64)
         self._chunks = [0, 1]  # a thread count and its chunks per step
         self._blas_threads = [0] * blas_libraries()  # their thread counts, while set to one
         self.params, self.grads = flat.data, flat.grad

@@ -371,7 +371,7 @@ def _rows_pass(
     n0 = sizes[0]
     k_out = sizes[L]
     out_t = loss_kind == LOSS_SOFTMAX_XENT
-    xb = work[r0 * n0 : r1 * n0].reshape((r, n0))
+    xb = _activations(work, 0, r0, r1, n0, False)  # the batch's inputs sit at offset 0
     mb = iwork.shape[0] // 2
     yb = iwork[r0:r1] if out_t else iwork[:0]
     skip = batch - r
