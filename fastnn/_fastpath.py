@@ -61,6 +61,27 @@ def chunks_for(sizes, batch, n, threads):
     return threads
 
 
+#: Feature-major networks: every activation and delta stored as (units, rows), so BLAS
+#: multiplies narrow layers with the batch as the long side and the elementwise passes and the
+#: softmax run along the batch (see ``fastnn.kernels.epoch``).  One epoch, 2 threads, float32,
+#: feature-major time / row-major time on the reference machine (interleaved, median of 7):
+#:
+#:   4-6-8-10-3@150 0.60, @16 0.92, @64 0.63, @1024 0.56; 10-10-10@32 0.87; 8-32-32-2@64 0.84;
+#:   16-32-10@64 0.94; 32-32-32-10@128 0.93; 32-32-10@256 0.99; 20-20-20-20-5@16 0.94;
+#:   32-16-10@32 1.11; 48-24-10@64 1.09; 64-64-10@64 1.39; 64-16-10@256 1.73; 784-100-10@64 1.24.
+#:
+#: Wider inputs cost more to gather transposed and wider layers gain nothing: hence
+#: feature-major when no layer is wider than FEATURE_MAJOR_MAX_WIDTH and the input has at
+#: most FEATURE_MAJOR_MAX_INPUTS features.
+FEATURE_MAJOR_MAX_WIDTH = 32
+FEATURE_MAJOR_MAX_INPUTS = 16
+
+
+def feature_major_for(sizes, batch, n):
+    """True when ``train_batches`` should store this network's blocks feature-major."""
+    return max(sizes) <= FEATURE_MAJOR_MAX_WIDTH and sizes[0] <= FEATURE_MAJOR_MAX_INPUTS
+
+
 def _optimizer_kind(optimizer):
     from .optim import SGD, Adam, AdamW
 
@@ -160,6 +181,7 @@ class FastEpochRunner:
         self.alphas = np.array([s.alpha for s in stages], np.float64)
         layout, total = E.workspace_layout(sizes, batch_size, n)
         self.layout = np.array(layout, np.int64)
+        self.feature_major = feature_major_for(sizes, batch_size, n)
         self.work = np.empty(total, dtype)
         self.iwork = np.empty(2 * min(batch_size, n), np.int64)  # labels, softmax arg-max
         self.hyper = np.zeros(E.N_HYPER, np.float64)
@@ -248,4 +270,5 @@ class FastEpochRunner:
             self.iwork,
             self.stats,
             chunks,
+            self.feature_major,
         )

@@ -59,6 +59,26 @@ def prefetch(typingctx, array, index):
 
 
 @intrinsic
+def borrowed(typingctx, array):
+    """The same array (data, shape, strides) without its reference-counted owner: views
+    sliced from it then skip numba's atomic reference counting.  Only for arrays that
+    outlive every use of the result, such as a kernel's own arguments inside the kernel."""
+    if not isinstance(array, types.Array):
+        return None
+
+    def codegen(context, builder, signature, args):
+        ary = context.make_array(signature.args[0])(context, builder, args[0])
+        out = context.make_array(signature.return_type)(context, builder)
+        out.data, out.shape, out.strides = ary.data, ary.shape, ary.strides
+        out.nitems, out.itemsize = ary.nitems, ary.itemsize
+        out.meminfo = cgutils.get_null_value(out.meminfo.type)
+        out.parent = cgutils.get_null_value(out.parent.type)
+        return out._getvalue()
+
+    return array(array), codegen
+
+
+@intrinsic
 def float32_from_bits(typingctx, bits):
     """The float32 with the bit pattern of the int32 ``bits``."""
 

@@ -211,6 +211,56 @@ activation_forward, activation_forward_parallel = twin(_activation_forward)
 activation_backward, activation_backward_parallel = twin(_activation_backward)
 
 
+# -- in place, serial ------------------------------------------------------------------------
+# ``activation_backward(A, D, code, alpha, D)`` reads and writes D through two arguments, so
+# LLVM guards its vector loop with an overlap check between them, the in-place call fails it,
+# and the scalar loop runs (as for sigmoid/tanh, see _squash_inplace).  Measured (float32 ReLU,
+# 1500 values, reference machine): 0.44-0.53 us that way, 0.10 us with one argument for D.
+@njit
+def mask_inplace(D, A, code, alpha):
+    """D *= f'(A) in place (D and A of one shape, serial): the pass after a product that
+    turns the gradient at a layer's output into the gradient at its pre-activation."""
+    n, m = A.shape
+    s = A.dtype.type(alpha)
+    if code == RELU:
+        for i in range(n):
+            for j in range(m):
+                D[i, j] = D[i, j] if A[i, j] > 0 else D[i, j] * 0
+    elif code == LEAKY_RELU:
+        for i in range(n):
+            for j in range(m):
+                D[i, j] = D[i, j] if A[i, j] > 0 else D[i, j] * s
+    elif code == SIGMOID:
+        for i in range(n):
+            for j in range(m):
+                a = A[i, j]
+                D[i, j] *= a * (1 - a)
+    elif code == TANH:
+        for i in range(n):
+            for j in range(m):
+                a = A[i, j]
+                D[i, j] *= 1 - a * a
+
+
+@njit
+def activate_inplace(A, code, alpha):
+    """A = f(A) in place (serial; see mask_inplace for why not activation_forward(A, .., A))."""
+    n, m = A.shape
+    s = A.dtype.type(alpha)
+    if code == RELU:
+        for i in range(n):
+            for j in range(m):
+                v = A[i, j]
+                A[i, j] = v if v > 0 else v * 0
+    elif code == LEAKY_RELU:
+        for i in range(n):
+            for j in range(m):
+                v = A[i, j]
+                A[i, j] = v if v > 0 else v * s
+    elif code == SIGMOID or code == TANH:
+        activation_forward(A, code, alpha, A)  # flat blocks, already in place
+
+
 # -- GELU ------------------------------------------------------------------------------------
 # GELU's derivative is not a function of its output (it is not monotonic), so a GELU layer
 # keeps its input Z and is never fused into a dense stage.
@@ -286,6 +336,8 @@ __all__ = [
     "activation_forward_parallel",
     "activation_backward",
     "activation_backward_parallel",
+    "mask_inplace",
+    "activate_inplace",
     "gelu_forward",
     "gelu_forward_parallel",
     "gelu_backward",

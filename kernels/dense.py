@@ -17,7 +17,7 @@ from numba import prange
 
 from ._blas import gemm
 from ._config import njit, twin
-from .activations import activate, activation_backward, bias_activate, derivative
+from .activations import activate, bias_activate, derivative, mask_inplace
 
 # Products of at most this many multiply-adds (n_rows * n_in * n_out), and one-row products, run
 # as compiled loops; everything else goes to BLAS.  Measured on the 2-core reference machine
@@ -46,7 +46,7 @@ def bias_act(A, b, code, alpha):
 @njit
 def mask_rows(dX, X, code, alpha):
     """dX *= f'(X) in place, serially (the pass after a BLAS product)."""
-    activation_backward(X, dX, code, alpha, dX)
+    mask_inplace(dX, X, code, alpha)
 
 
 @njit

@@ -27,8 +27,18 @@ Products go to BLAS (``_blas.gemm``) unless ``dense.small_product`` says a compi
 faster.  With a softmax loss the output layer's logits and delta are stored transposed
 (classes x batch rows; BLAS reads and writes them through its transpose flags), so the
 softmax vectorises along the batch however few the classes: with 3 classes this halved a
-4-6-8-10-3@150 epoch.  The gather of each batch prefetches rows ahead (``gather_batch``) and,
-in ``fit``'s first epoch, checks them for NaN and inf.
+4-6-8-10-3@150 epoch.  A narrow network goes further, feature-major throughout
+(``feature_major``, chosen by ``fastnn._fastpath.feature_major_for``): every block is
+(units, rows), the gather writes the batch transposed, and each product has the batch as its
+long side; a 4-6-8-10-3@150 epoch took 0.60x the row-major one's time.  The gather of each
+batch prefetches rows ahead (``gather_batch``) and, in ``fit``'s first epoch, checks them for
+NaN and inf.
+
+The driver strips the reference counts off its arguments (``_intrinsics.borrowed``) so that
+the dozens of views sliced per step cost no atomic instructions; every in-place elementwise
+pass takes its array as one argument (``activations.mask_inplace``), so that LLVM's overlap
+check does not send it to the scalar loop.  Together the two took a 4-6-8-10-3@150 step from
+16.5 to 12.9 us.
 
 Threads, two ways (``fastnn._fastpath.chunks_for`` picks one per fit, from measurements
 recorded there):
@@ -58,8 +68,8 @@ from numba import prange
 
 from ._blas import gemm
 from ._config import njit, twin
-from ._intrinsics import prefetch, vexp
-from .activations import IDENTITY, activate, activation_backward, activation_forward
+from ._intrinsics import borrowed, prefetch, vexp
+from .activations import IDENTITY, activate, activate_inplace, mask_inplace
 from .data import all_finite
 from .dense import bias_act, small_product
 from .optim import adam_update, sgd_update
@@ -85,9 +95,11 @@ N_STATS = 5
 
 # -- elementwise passes (serial: see "Threads" in the module docstring) -------------------------
 @njit
-def gather_batch(X, order, start, xb, y, yb, check, skip):
-    """xb[r] = X[order[start + r]] for every row r of xb, and yb[r] = y[order[start + r]] when
-    yb has rows (labels gathered in the same sweep: their cache misses overlap with X's).
+def gather_batch(X, order, start, xb, y, yb, check, skip, transposed):
+    """xb[r] = X[order[start + r]] for every row r of xb (with ``transposed``, xb is the
+    feature-major (features, rows) block and xb[:, r] = X[order[start + r]]), and
+    yb[r] = y[order[start + r]] when yb has rows (labels gathered in the same sweep: their
+    cache misses overlap with X's).
     Returns False when ``check`` is true and a gathered value is NaN or inf (True otherwise):
     one sweep over the batch while it is in cache, instead of a separate pass over all of X.
 
@@ -100,7 +112,8 @@ def gather_batch(X, order, start, xb, y, yb, check, skip):
     Measured on the reference machine, 150-row batches of a 450 000 x 4 float32 X (7 MB):
     9.2 us per batch without prefetching, 6.3 / 6.0 / 3.4 / 3.9 us at 8 / 16 / 32 / 64 rows
     ahead."""
-    m, k = xb.shape
+    m = xb.shape[1] if transposed else xb.shape[0]
+    k = X.shape[1]
     n = order.shape[0]
     labels = yb.shape[0] > 0
     for r in range(m):
@@ -116,8 +129,12 @@ def gather_batch(X, order, start, xb, y, yb, check, skip):
         src = order[start + r]
         if labels:
             yb[r] = y[src]
-        for j in range(k):
-            xb[r, j] = X[src, j]
+        if transposed:
+            for j in range(k):
+                xb[j, r] = X[src, j]
+        else:
+            for j in range(k):
+                xb[r, j] = X[src, j]
     # one sweep over the gathered batch, still in cache (folded into the copy loop, the check
     # cost 10 us more per 64x784 batch)
     return not check or all_finite(xb)
@@ -127,13 +144,12 @@ def gather_batch(X, order, start, xb, y, yb, check, skip):
 def mask(dZ, A, code, alpha):
     """dZ *= f'(A) in place (nothing for the identity), for C-contiguous blocks of one shape.
 
-    One flat sweep over the whole block (``activations.activation_backward``, one loop per
+    One flat sweep over the whole block (``activations.mask_inplace``, one loop per
     activation), so rows as short as the iris network's (3-10 values) vectorise too: 0.09 ms
     on 256x512 float32 ReLU, where a per-element dispatch took 0.88 ms."""
     if code != IDENTITY:
         size = dZ.size
-        flat, a = dZ.reshape((1, size)), A.reshape((1, size))
-        activation_backward(a, flat, code, alpha, flat)
+        mask_inplace(dZ.reshape((1, size)), A.reshape((1, size)), code, alpha)
 
 
 @njit
@@ -206,6 +222,68 @@ def small_input_grad(dZ, W, dH):
             dH[i, p] = acc
 
 
+# -- compiled loops on feature-major blocks ------------------------------------------------------
+# The products of a feature-major network (``feature_major`` in ``_train_batches``) that
+# ``small_product`` keeps out of BLAS: at most SMALL_WORK multiply-adds, and one-row batches.
+# Everything larger goes to BLAS through its transpose flags, which beat these loops at every
+# size measured (float32, 16-150 rows, 8-64 units: 2-9x faster).
+@njit
+def small_forward_fm(HT, W, b, code, alpha, AT):
+    """AT = f(W.T @ HT + b[:, None]): the forward of a layer on feature-major blocks, HT
+    (n_in, r) and AT (n_out, r) C-contiguous."""
+    n_in, r = HT.shape
+    n_out = W.shape[1]
+    for j in range(n_out):
+        a = AT[j]
+        bj = b[j]
+        for i in range(r):
+            a[i] = bj
+        for p in range(n_in):
+            w = W[p, j]
+            h = HT[p]
+            for i in range(r):
+                a[i] += w * h[i]
+    if code != IDENTITY:
+        activate_inplace(AT.reshape((1, AT.size)), code, alpha)
+
+
+@njit
+def small_input_grad_fm(dZT, W, dHT):
+    """dHT = W @ dZT on feature-major blocks (the mask is applied afterwards)."""
+    n_in, n_out = W.shape
+    r = dZT.shape[1]
+    for p in range(n_in):
+        d = dHT[p]
+        w = W[p, 0]
+        z = dZT[0]
+        for i in range(r):
+            d[i] = w * z[i]
+        for j in range(1, n_out):
+            w = W[p, j]
+            z = dZT[j]
+            for i in range(r):
+                d[i] += w * z[i]
+
+
+@njit
+def small_weight_grad_fm(HT, dZT, dW, accumulate):
+    """dW = HT @ dZT.T (the weight gradient from feature-major blocks), or dW += with
+    ``accumulate``: one dot product along the rows per weight."""
+    n_in, r = HT.shape
+    n_out = dZT.shape[0]
+    for p in range(n_in):
+        h = HT[p]
+        for j in range(n_out):
+            z = dZT[j]
+            s = h[0] * 0
+            for i in range(r):
+                s += h[i] * z[i]
+            if accumulate:
+                dW[p, j] += s
+            else:
+                dW[p, j] = s
+
+
 @njit
 def mse_rows(Y, T, dY, m):
     """Squared error of Y (r, k) against targets T (r, k), rows of a batch of ``m`` rows;
@@ -243,7 +321,7 @@ def bias_act_t(AT, b, code, alpha):
         for i in range(m):
             row[i] += bj
     if code != IDENTITY:  # logits usually have none; one dispatch for the block, not per value
-        activation_forward(AT, code, alpha, AT)
+        activate_inplace(AT.reshape((1, AT.size)), code, alpha)
 
 
 @njit
@@ -292,11 +370,18 @@ def softmax_xent_cols(ZT, yb, dZT, m, mx, tot, best):
 
 # -- one layer ---------------------------------------------------------------------------------
 @njit
-def _forward(H, W, b, code, alpha, A, out_t):
-    """A = f(H @ W + b), or its transpose (n_out, n) when ``out_t``."""
-    n, n_in = H.shape
-    n_out = W.shape[1]
-    if small_product(n, n_in, n_out):
+def _forward(H, W, b, code, alpha, A, h_t, out_t):
+    """A = f(H @ W + b).  The output A is stored feature-major, (n_out, n), when ``out_t``,
+    and so is the input H, (n_in, n), when ``h_t`` (then ``out_t`` too)."""
+    n_in, n_out = W.shape
+    n = H.shape[1] if h_t else H.shape[0]
+    if h_t:
+        if small_product(n, n_in, n_out):
+            small_forward_fm(H, W, b, code, alpha, A)
+        else:
+            gemm(True, False, 1.0, W, H, 0.0, A)
+            bias_act_t(A, b, code, alpha)
+    elif small_product(n, n_in, n_out):
         # a transposed output is written through its transposed view
         small_forward(H, W, b, code, alpha, A.T if out_t else A)
     elif out_t:
@@ -308,11 +393,17 @@ def _forward(H, W, b, code, alpha, A, out_t):
 
 
 @njit
-def _input_grad(dZ, W, A_prev, code, alpha, dH, dz_t):
-    """dH = (dZ @ W.T) * f'(A_prev); dZ is stored transposed (n_out, n) when ``dz_t``."""
-    n, n_in = dH.shape
-    n_out = W.shape[1]
-    if small_product(n, n_in, n_out):
+def _input_grad(dZ, W, A_prev, code, alpha, dH, dz_t, dh_t):
+    """dH = (dZ @ W.T) * f'(A_prev); dZ is stored feature-major (n_out, n) when ``dz_t``, and
+    dH and A_prev (n_in, n) when ``dh_t`` (then ``dz_t`` too)."""
+    n_in, n_out = W.shape
+    n = dZ.shape[1] if dz_t else dZ.shape[0]
+    if dh_t:
+        if small_product(n, n_in, n_out):
+            small_input_grad_fm(dZ, W, dH)
+        else:
+            gemm(False, False, 1.0, W, dZ, 0.0, dH)
+    elif small_product(n, n_in, n_out):
         small_input_grad(dZ.T if dz_t else dZ, W, dH)
     else:
         gemm(dz_t, True, 1.0, dZ, W, 0.0, dH)
@@ -355,13 +446,13 @@ def _activations(work, off, r0, r1, width, feature_major):
 @njit
 def _rows_pass(
     X, y, T, order, start, r0, r1, m, batch, check, sizes, w_off, b_off, codes, alphas, loss_kind,
-    params, layout, work, iwork, zero_b,
+    fm, params, layout, work, iwork, zero_b,
 ):  # fmt: skip
     """Everything of one step that is independent from row to row, for rows r0..r1 of the
     batch of ``m`` rows starting at ``start`` in ``order`` (``batch`` rows in a full one):
     gather them, forward through every layer, the loss and its gradient, and every layer's
     delta (input gradient times the activation's derivative) down to the first.  Writes only
-    scratch (``work``, ``iwork``).
+    scratch (``work``, ``iwork``).  With ``fm`` every block is feature-major.
 
     Returns (inputs finite, loss sum, correct): with ``check``, inputs finite is False when
     a gathered value is NaN or inf, and nothing else is done."""
@@ -371,32 +462,35 @@ def _rows_pass(
     n0 = sizes[0]
     k_out = sizes[L]
     out_t = loss_kind == LOSS_SOFTMAX_XENT
-    xb = _activations(work, 0, r0, r1, n0, False)  # the batch's inputs sit at offset 0
+    xb = _activations(work, 0, r0, r1, n0, fm)  # the batch's inputs sit at offset 0
     mb = iwork.shape[0] // 2
     yb = iwork[r0:r1] if out_t else iwork[:0]
     skip = batch - r
-    if not gather_batch(X, order, start + r0, xb, y, yb, check, skip):
+    if not gather_batch(X, order, start + r0, xb, y, yb, check, skip, fm):
         return False, 0.0, 0
     if not out_t:
-        tb = _activations(work, layout[2 * L + 2], r0, r1, k_out, False)
-        gather_batch(T, order, start + r0, tb, y, iwork[:0], False, skip)
+        tb = _activations(work, layout[2 * L + 2], r0, r1, k_out, fm)
+        gather_batch(T, order, start + r0, tb, y, iwork[:0], False, skip, fm)
     # -- forward ---------------------------------------------------------------------------
     H = xb
     for k in range(L):
         n_in, n_out = sizes[k], sizes[k + 1]
         W = params[w_off[k] : w_off[k] + n_in * n_out].reshape((n_in, n_out))
         b = params[b_off[k] : b_off[k] + n_out] if b_off[k] >= 0 else zero_b[:n_out]
-        last_t = out_t and k == L - 1
-        A = _activations(work, layout[k], r0, r1, n_out, last_t)
-        _forward(H, W, b, codes[k], t(alphas[k]), A, last_t)
+        a_t = fm or (out_t and k == L - 1)
+        A = _activations(work, layout[k], r0, r1, n_out, a_t)
+        _forward(H, W, b, codes[k], t(alphas[k]), A, fm, a_t)
         H = A
     # -- loss: the last layer's delta ------------------------------------------------------
-    dZ = _activations(work, layout[2 * L - 1], r0, r1, k_out, out_t)
+    z_t = fm or out_t
+    dZ = _activations(work, layout[2 * L - 1], r0, r1, k_out, z_t)
     if out_t:
         s = layout[2 * L + 3]
         mx, tot = work[s + r0 : s + r1], work[s + mb + r0 : s + mb + r1]
         best = iwork[mb + r0 : mb + r1]
         total, correct = softmax_xent_cols(H, yb, dZ, m, mx, tot, best)
+    elif fm:
+        total, correct = mse_rows(H.T, tb.T, dZ.T, m)
     else:
         total, correct = mse_rows(H, tb, dZ, m)
     # an activation after the last layer (before the softmax; a sigmoid before MSE)
@@ -407,17 +501,18 @@ def _rows_pass(
     for k in range(L - 1, 0, -1):
         n_in, n_out = sizes[k], sizes[k + 1]
         W = params[w_off[k] : w_off[k] + n_in * n_out].reshape((n_in, n_out))
-        A_prev = _activations(work, layout[k - 1], r0, r1, n_in, False)
-        dH = _activations(work, layout[L + k - 1], r0, r1, n_in, False)
-        _input_grad(dZ, W, A_prev, codes[k - 1], t(alphas[k - 1]), dH, out_t and k == L - 1)
+        A_prev = _activations(work, layout[k - 1], r0, r1, n_in, fm)
+        dH = _activations(work, layout[L + k - 1], r0, r1, n_in, fm)
+        dz_t = fm or (out_t and k == L - 1)
+        _input_grad(dZ, W, A_prev, codes[k - 1], t(alphas[k - 1]), dH, dz_t, fm)
         dZ = dH
     return True, total, correct
 
 
 @njit
 def _update_pass(
-    c, n_chunks, m, sizes, w_off, b_off, loss_kind, opt_kind, hyper, step, fold, params, grads,
-    state1, state2, layout, work,
+    c, n_chunks, m, sizes, w_off, b_off, loss_kind, fm, opt_kind, hyper, step, fold, params,
+    grads, state1, state2, layout, work,
 ):  # fmt: skip
     """Part ``c`` of ``n_chunks`` of a step's updates, after ``_rows_pass`` has run on every
     row chunk of the batch of ``m`` rows: of every layer, the weight rows (input features)
@@ -432,7 +527,7 @@ def _update_pass(
     for k in range(L - 1, -1, -1):
         n_in, n_out = sizes[k], sizes[k + 1]
         # a feature-major delta is stored per row chunk: its products add up over the chunks
-        dz_t = out_t and k == L - 1
+        dz_t = fm or (out_t and k == L - 1)
         pieces = n_chunks if dz_t else 1
         h_off = 0 if k == 0 else layout[k - 1]  # the batch's inputs sit at offset 0
         p0, p1 = _span(c, n_chunks, n_in)
@@ -440,15 +535,27 @@ def _update_pass(
         if p1 > p0:
             W = params[o + p0 * n_out : o + p1 * n_out].reshape((p1 - p0, n_out))
             dW = grads[o + p0 * n_out : o + p1 * n_out].reshape((p1 - p0, n_out))
-            small = small_product(m, p1 - p0, n_out)
+            if fm:
+                small = small_product(m, p1 - p0, n_out)
+            else:
+                small = small_product(m, p1 - p0, n_out)
             for q in range(pieces):
                 q0, q1 = _span(q, pieces, m)
-                H = _activations(work, h_off, q0, q1, n_in, False)[:, p0:p1]
                 dZ = _activations(work, layout[L + k], q0, q1, n_out, dz_t)
+                beta = 1.0 - lr * hyper[H_WEIGHT_DECAY] if q == 0 else 1.0
+                if fm:  # the layer's input HT is feature-major too: its rows p0..p1
+                    H = _activations(work, h_off, q0, q1, n_in, True)[p0:p1]
+                    if small:
+                        small_weight_grad_fm(H, dZ, dW, q > 0)
+                    elif fold:
+                        gemm(False, True, -lr, H, dZ, beta, W)
+                    else:
+                        gemm(False, True, 1.0, H, dZ, 0.0 if q == 0 else 1.0, dW)
+                    continue
+                H = _activations(work, h_off, q0, q1, n_in, False)[:, p0:p1]
                 if small:
                     small_weight_grad(H, dZ.T if dz_t else dZ, dW, q > 0)
                 elif fold:
-                    beta = 1.0 - lr * hyper[H_WEIGHT_DECAY] if q == 0 else 1.0
                     gemm(True, dz_t, -lr, H, dZ, beta, W)
                 else:
                     gemm(True, dz_t, 1.0, H, dZ, 0.0 if q == 0 else 1.0, dW)
@@ -498,6 +605,7 @@ def _train_batches(
     iwork,
     stats,
     n_chunks,
+    feature_major,
 ):
     """Train on batches ``first..last-1`` of ``order``; write (loss sum, correct, finite, steps,
     inputs finite) into ``stats``.
@@ -526,6 +634,14 @@ def _train_batches(
     ``stats[S_INPUTS_FINITE] = 0`` (``fit`` checks X this way in its first epoch: see
     ``fastnn.training.fit``).
     """
+    # every view below is sliced from these without touching a reference count: the
+    # atomic increments and decrements took 16% of a 4-6-8-10-3@150 epoch
+    X, y, T, order = borrowed(X), borrowed(y), borrowed(T), borrowed(order)
+    params, grads = borrowed(params), borrowed(grads)
+    state1, state2 = borrowed(state1), borrowed(state2)
+    work, iwork, layout, stats = borrowed(work), borrowed(iwork), borrowed(layout), borrowed(stats)
+    sizes, w_off, b_off, codes = borrowed(sizes), borrowed(w_off), borrowed(b_off), borrowed(codes)
+    alphas, hyper = borrowed(alphas), borrowed(hyper)
     L = sizes.shape[0] - 1
     n = X.shape[0]
     stats[S_LOSS] = 0.0
@@ -551,7 +667,7 @@ def _train_batches(
             r0, r1 = _span(c, n_chunks, m)
             ok_c, total_c, correct_c = _rows_pass(
                 X, y, T, order, start, r0, r1, m, batch, check_inputs, sizes, w_off, b_off, codes,
-                alphas, loss_kind, params, layout, work, iwork, zero_b,
+                alphas, loss_kind, feature_major, params, layout, work, iwork, zero_b,
             )  # fmt: skip
             part[3 * c] = 1.0 if ok_c else 0.0
             part[3 * c + 1] = total_c
@@ -572,8 +688,8 @@ def _train_batches(
         for ci in prange(n_chunks):
             c = np.int64(ci)
             _update_pass(
-                c, n_chunks, m, sizes, w_off, b_off, loss_kind, opt_kind, hyper, step, fold,
-                params, grads, state1, state2, layout, work,
+                c, n_chunks, m, sizes, w_off, b_off, loss_kind, feature_major, opt_kind, hyper,
+                step, fold, params, grads, state1, state2, layout, work,
             )  # fmt: skip
         stats[S_STEPS] += 1.0
 

@@ -27,7 +27,7 @@ from numba import prange
 
 from ._blas import gemm
 from ._config import njit, twin
-from .activations import IDENTITY, SIGMOID, activate, activation_backward, bias_activate
+from .activations import IDENTITY, SIGMOID, activate, bias_activate, mask_inplace
 
 OUT_IDENTITY = 0
 OUT_LOGISTIC = 1
@@ -225,7 +225,7 @@ def _layer_backward(X, W, D, prev_code, gW, gb, D_prev):
         return
     gemm(False, True, 1.0, D, W, 0.0, D_prev)
     if prev_code != IDENTITY:
-        activation_backward(X, D_prev, prev_code, 0.0, D_prev)
+        mask_inplace(D_prev, X, prev_code, 0.0)
 
 
 output_loss_delta, output_loss_delta_parallel = twin(_output_loss_delta)

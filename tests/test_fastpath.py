@@ -43,22 +43,30 @@ def test_gather_batch(dtype, rng, shape):
     yb = np.empty(shape[0], np.int64)
     for check in (False, True):
         xb[...] = 0
-        assert E.gather_batch(X, order, 3, xb, y, yb, check, 0)
+        assert E.gather_batch(X, order, 3, xb, y, yb, check, 0, False)
         np.testing.assert_array_equal(xb, X[order[3 : 3 + shape[0]]])
         np.testing.assert_array_equal(yb, y[order[3 : 3 + shape[0]]])
         xb[...] = 0
-        assert E.gather_batch(X, order, 3, xb, y, yb[:0], check, 0)  # no labels
+        assert E.gather_batch(X, order, 3, xb, y, yb[:0], check, 0, False)  # no labels
         np.testing.assert_array_equal(xb, X[order[3 : 3 + shape[0]]])
+        # feature-major: the same rows as the columns of a (features, rows) block
+        xbt = np.zeros(shape[::-1], dtype)
+        yb[...] = -1
+        assert E.gather_batch(X, order, 3, xbt, y, yb, check, 0, True)
+        np.testing.assert_array_equal(xbt, X[order[3 : 3 + shape[0]]].T)
+        np.testing.assert_array_equal(yb, y[order[3 : 3 + shape[0]]])
     # a NaN or inf in a gathered row is reported only when checking; rows outside the
     # batch do not count
     for bad in (np.nan, np.inf, -np.inf):
         Xb = X.copy()
         Xb[order[3 + shape[0] - 1], shape[1] - 1] = bad
         Xb[order[0]] = np.nan
-        assert E.gather_batch(Xb, order, 3, xb, y, yb, False, 0)
-        assert not E.gather_batch(Xb, order, 3, xb, y, yb, True, 0)
+        assert E.gather_batch(Xb, order, 3, xb, y, yb, False, 0, False)
+        assert not E.gather_batch(Xb, order, 3, xb, y, yb, True, 0, False)
+        assert not E.gather_batch(Xb, order, 3, xbt, y, yb, True, 0, True)
         Xb[order[3 + shape[0] - 1], shape[1] - 1] = 0
-        assert E.gather_batch(Xb, order, 3, xb, y, yb, True, 0)
+        assert E.gather_batch(Xb, order, 3, xb, y, yb, True, 0, False)
+        assert E.gather_batch(Xb, order, 3, xbt, y, yb, True, 0, True)
 
 
 @pytest.mark.parametrize("shape", [(1, 3), (5, 1), (6, 70)])
@@ -129,6 +137,28 @@ def test_small_products(dtype, rng, n, n_in, n_out):
     dH[...] = np.nan
     E.small_input_grad(dZT.T, W, dH)
     assert_close(dH, dZ.astype(np.float64) @ W.T, dtype, scale=n_out)
+
+
+@pytest.mark.parametrize("n, n_in, n_out", [(1, 4, 3), (5, 1, 2), (6, 7, 1), (19, 13, 11)])
+@pytest.mark.parametrize("code", [IDENT, RELU, TANH])
+def test_small_products_feature_major(dtype, rng, n, n_in, n_out, code):
+    # every block (units, rows): HT, AT, dZT, dHT
+    HT = rng.standard_normal((n_in, n)).astype(dtype)
+    W = rng.standard_normal((n_in, n_out)).astype(dtype)
+    b = rng.standard_normal(n_out).astype(dtype)
+    dZT = rng.standard_normal((n_out, n)).astype(dtype)
+    H, dZ = HT.T.astype(np.float64), dZT.T.astype(np.float64)
+    AT = np.full((n_out, n), np.nan, dtype)
+    E.small_forward_fm(HT, W, b, code, dtype.type(0.0), AT)
+    assert_close(AT, dense_forward(H, W, b, code).T, dtype)
+    dW = np.full((n_in, n_out), np.nan, dtype)
+    E.small_weight_grad_fm(HT, dZT, dW, False)
+    assert_close(dW, H.T @ dZ, dtype, scale=n)
+    E.small_weight_grad_fm(HT, dZT, dW, True)  # accumulates
+    assert_close(dW, 2 * (H.T @ dZ), dtype, scale=2 * n)
+    dHT = np.full((n_in, n), np.nan, dtype)
+    E.small_input_grad_fm(dZT, W, dHT)
+    assert_close(dHT, (dZ @ W.T).T, dtype, scale=n_out)
 
 
 @pytest.mark.parametrize("m, k", [(1, 2), (6, 1), (9, 5), (37, 3)])
@@ -212,12 +242,17 @@ def _fit(arch, opt_name, dtype, fast, batch_size=16, epochs=2, monkeypatch=None)
 @pytest.mark.parametrize("arch", list(ARCHS))
 @pytest.mark.parametrize("opt_name", list(OPTIMIZERS))
 @pytest.mark.parametrize("batch_size, chunks", [(16, 1), (13, 1), (16, 2), (13, 3)])
-def test_fast_path_matches_layer_path(dtype, arch, opt_name, batch_size, chunks, monkeypatch):
+@pytest.mark.parametrize("layout", ["rows", "features"])
+def test_fast_path_matches_layer_path(
+    dtype, arch, opt_name, batch_size, chunks, layout, monkeypatch
+):
     # 53 samples in batches of 16 (a last batch of 5) or 13 (a last batch of one row, which
     # takes the compiled loops instead of BLAS), two epochs.  chunks > 1 forces the
     # data-parallel build (rows split across threads, updates split by parameter); with 3
     # chunks on two threads one thread runs two, and the one-row batch leaves chunks empty.
+    # layout forces row-major or feature-major blocks (feature_major_for) in every network.
     monkeypatch.setattr(_fastpath, "chunks_for", lambda *args: chunks)
+    monkeypatch.setattr(_fastpath, "feature_major_for", lambda *args: layout == "features")
     fast, fopt, fh = _fit(arch, opt_name, dtype, True, batch_size, monkeypatch=monkeypatch)
     slow, sopt, sh = _fit(arch, opt_name, dtype, False, batch_size, monkeypatch=monkeypatch)
     rtol = 2e-5 if dtype == np.float32 else 1e-12
