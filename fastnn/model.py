@@ -11,7 +11,7 @@ import numpy as np
 from fastnn import kernels as K
 
 from ._threads import pick
-from ._validation import check_positive_int, check_X
+from ._validation import check_finite, check_positive_int, check_X
 from .layers import Layer, Linear
 from .layers._base import BufferCache
 from .parameter import FlatParameters
@@ -169,19 +169,36 @@ class Sequential(Layer):
 
         Keeps no state: safe between training steps and from several threads."""
         batch_size = check_positive_int(batch_size, "batch_size")
-        X = self._check_input(X)
+        first = self._stages[0] if self._stages else None
+        # A first dense layer with fewer outputs than inputs checks its pre-activation instead
+        # of X (see _infer): a separate pass over a 100 000 x 784 float32 X cost 11 ms of a
+        # 784-100-10 predict of 100-110 ms
+        narrows = isinstance(first, _DenseStage) and first.linear.n_out < first.linear.n_in
+        X = check_X(X, "X", dtype=self.dtype, n_features=self.n_in, finite=not narrows)
         out = np.empty((X.shape[0], self.n_out), self.dtype)
         buffers = BufferCache(max_shapes=2)
         for start in range(0, X.shape[0], batch_size):
             stop = min(start + batch_size, X.shape[0])
-            out[start:stop] = self._infer(X[start:stop], buffers)
+            out[start:stop] = self._infer(X[start:stop], buffers, narrows)
         return out
 
-    def _infer(self, X, buffers):
+    def _infer(self, X, buffers, check_first=False):
         for k, stage in enumerate(self._stages):
             if isinstance(stage, _DenseStage):
                 A = buffers.get(f"A{k}", (X.shape[0], stage.linear.n_out), X.dtype)
-                X = stage.linear.forward_act(X, stage.code, stage.alpha, A)
+                if k == 0 and check_first:
+                    # A NaN or inf anywhere in a row of X makes that row of X @ W + b NaN or
+                    # +-inf in every column (inf * w is +-inf, inf * 0 NaN, and one such term
+                    # in a sum of finite ones keeps it non-finite), so X is looked at only when
+                    # this smaller block is not finite; if X is, the overflow is the model's.
+                    stage.linear.forward_act(X, K.IDENTITY, 0.0, A)
+                    if not K.all_finite(A):
+                        check_finite(X, "X")
+                    if stage.code != K.IDENTITY:
+                        K.activate_inplace(A, stage.code, stage.alpha)
+                    X = A
+                else:
+                    X = stage.linear.forward_act(X, stage.code, stage.alpha, A)
             else:
                 X = stage.predict(X)
         return X

@@ -407,3 +407,19 @@ def test_fit_checks_X_in_the_epoch_only_when_X_outweighs_the_gradients(monkeypat
         X, y = _data(n=n)
         model.fit(X, y, loss=loss, optimizer=opt, epochs=1, batch_size=8, verbose=0)
         assert calls == expected, (n, width)
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("act", [fnn.Tanh, fnn.ReLU])
+def test_predict_finds_one_bad_value_through_a_narrowing_first_layer(bad, act):
+    # a first layer with fewer outputs than inputs checks its pre-activation, not X: one
+    # NaN/inf must still be reported, also where tanh would have squashed the inf to +-1,
+    # and in a chunk other than the first; a finite X that overflows is the model's output
+    model = fnn.Sequential(fnn.Linear(12, 3, seed=0), act(), fnn.Linear(3, 2, seed=1))
+    X = np.random.default_rng(0).standard_normal((40, 12))
+    X[33, 5] = bad
+    with pytest.raises(ValueError, match="X contains NaN or inf"):
+        model.predict(X, batch_size=16)
+    X[33, 5] = 1e20
+    model.layers[0].weight.data[5] = 1e30  # X @ W overflows float32: not an input error
+    model.predict(X, batch_size=16)
