@@ -195,7 +195,7 @@ class Sequential(Layer):
                     if not K.all_finite(A):
                         check_finite(X, "X")
                     if stage.code != K.IDENTITY:
-                        K.activate_inplace(A, stage.code, stage.alpha)
+                        K.activations.activate_inplace(A, stage.code, stage.alpha)
                     X = A
                 else:
                     X = stage.linear.forward_act(X, stage.code, stage.alpha, A)

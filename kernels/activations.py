@@ -336,8 +336,6 @@ __all__ = [
     "activation_forward_parallel",
     "activation_backward",
     "activation_backward_parallel",
-    "mask_inplace",
-    "activate_inplace",
     "gelu_forward",
     "gelu_forward_parallel",
     "gelu_backward",

@@ -89,6 +89,29 @@ def test_activation_backward(code, alpha, shape, dtype, build, rng):
 
 
 @pytest.mark.parametrize("code,alpha", CODES, ids=CODE_IDS)
+@pytest.mark.parametrize("shape", SHAPES_2D)
+def test_in_place_mask_and_activation(code, alpha, shape, dtype, rng):
+    """The serial one-argument forms (``mask_inplace``, ``activate_inplace``), also on a
+    strided view."""
+    a = np.dtype(dtype).type(alpha)
+    Z = _rand(rng, shape, dtype, 3.0)
+    A = ref.activation(Z, code, alpha).astype(dtype)
+    G = _rand(rng, shape, dtype)
+    expected = G * ref.activation_grad(Z, code, alpha)
+    D = G.copy()
+    K.activations.mask_inplace(D, A, code, a)
+    assert_close(D, expected, dtype)
+    wide = np.zeros((shape[0], 2 * shape[1]), dtype)
+    view = wide[:, ::2]
+    view[...] = G
+    K.activations.mask_inplace(view, A, code, a)
+    assert_close(view, expected, dtype)
+    assert np.all(wide[:, 1::2] == 0)
+    K.activations.activate_inplace(Z, code, a)
+    assert_close(Z, A, dtype)
+
+
+@pytest.mark.parametrize("code,alpha", CODES, ids=CODE_IDS)
 @pytest.mark.parametrize("layout", ["contiguous", "strided", "transposed"])
 def test_bias_activate(code, alpha, layout, dtype, rng):
     """A = f(A + b) in place.  Sigmoid and tanh run one flat loop over a C-contiguous block
