@@ -77,7 +77,7 @@ FEATURE_MAJOR_MAX_WIDTH = 32
 FEATURE_MAJOR_MAX_INPUTS = 16
 
 
-def feature_major_for(sizes, batch, n):
+def feature_major_for(sizes):
     """True when ``train_batches`` should store this network's blocks feature-major."""
     return max(sizes) <= FEATURE_MAJOR_MAX_WIDTH and sizes[0] <= FEATURE_MAJOR_MAX_INPUTS
 
@@ -181,7 +181,7 @@ class FastEpochRunner:
         self.alphas = np.array([s.alpha for s in stages], np.float64)
         layout, total = E.workspace_layout(sizes, batch_size, n)
         self.layout = np.array(layout, np.int64)
-        self.feature_major = feature_major_for(sizes, batch_size, n)
+        self.feature_major = feature_major_for(sizes)
         self.work = np.empty(total, dtype)
         self.iwork = np.empty(2 * min(batch_size, n), np.int64)  # labels, softmax arg-max
         self.hyper = np.zeros(E.N_HYPER, np.float64)

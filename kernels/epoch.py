@@ -222,68 +222,6 @@ def small_input_grad(dZ, W, dH):
             dH[i, p] = acc
 
 
-# -- compiled loops on feature-major blocks ------------------------------------------------------
-# The products of a feature-major network (``feature_major`` in ``_train_batches``) that
-# ``small_product`` keeps out of BLAS: at most SMALL_WORK multiply-adds, and one-row batches.
-# Everything larger goes to BLAS through its transpose flags, which beat these loops at every
-# size measured (float32, 16-150 rows, 8-64 units: 2-9x faster).
-@njit
-def small_forward_fm(HT, W, b, code, alpha, AT):
-    """AT = f(W.T @ HT + b[:, None]): the forward of a layer on feature-major blocks, HT
-    (n_in, r) and AT (n_out, r) C-contiguous."""
-    n_in, r = HT.shape
-    n_out = W.shape[1]
-    for j in range(n_out):
-        a = AT[j]
-        bj = b[j]
-        for i in range(r):
-            a[i] = bj
-        for p in range(n_in):
-            w = W[p, j]
-            h = HT[p]
-            for i in range(r):
-                a[i] += w * h[i]
-    if code != IDENTITY:
-        activate_inplace(AT.reshape((1, AT.size)), code, alpha)
-
-
-@njit
-def small_input_grad_fm(dZT, W, dHT):
-    """dHT = W @ dZT on feature-major blocks (the mask is applied afterwards)."""
-    n_in, n_out = W.shape
-    r = dZT.shape[1]
-    for p in range(n_in):
-        d = dHT[p]
-        w = W[p, 0]
-        z = dZT[0]
-        for i in range(r):
-            d[i] = w * z[i]
-        for j in range(1, n_out):
-            w = W[p, j]
-            z = dZT[j]
-            for i in range(r):
-                d[i] += w * z[i]
-
-
-@njit
-def small_weight_grad_fm(HT, dZT, dW, accumulate):
-    """dW = HT @ dZT.T (the weight gradient from feature-major blocks), or dW += with
-    ``accumulate``: one dot product along the rows per weight."""
-    n_in, r = HT.shape
-    n_out = dZT.shape[0]
-    for p in range(n_in):
-        h = HT[p]
-        for j in range(n_out):
-            z = dZT[j]
-            s = h[0] * 0
-            for i in range(r):
-                s += h[i] * z[i]
-            if accumulate:
-                dW[p, j] += s
-            else:
-                dW[p, j] = s
-
-
 @njit
 def mse_rows(Y, T, dY, m):
     """Squared error of Y (r, k) against targets T (r, k), rows of a batch of ``m`` rows;
@@ -375,15 +313,12 @@ def _forward(H, W, b, code, alpha, A, h_t, out_t):
     and so is the input H, (n_in, n), when ``h_t`` (then ``out_t`` too)."""
     n_in, n_out = W.shape
     n = H.shape[1] if h_t else H.shape[0]
-    if h_t:
-        if small_product(n, n_in, n_out):
-            small_forward_fm(H, W, b, code, alpha, A)
-        else:
-            gemm(True, False, 1.0, W, H, 0.0, A)
-            bias_act_t(A, b, code, alpha)
-    elif small_product(n, n_in, n_out):
-        # a transposed output is written through its transposed view
-        small_forward(H, W, b, code, alpha, A.T if out_t else A)
+    if small_product(n, n_in, n_out):
+        # feature-major blocks are read and written through their transposed views
+        small_forward(H.T if h_t else H, W, b, code, alpha, A.T if out_t else A)
+    elif h_t:
+        gemm(True, False, 1.0, W, H, 0.0, A)
+        bias_act_t(A, b, code, alpha)
     elif out_t:
         gemm(True, True, 1.0, W, H, 0.0, A)
         bias_act_t(A, b, code, alpha)
@@ -398,13 +333,10 @@ def _input_grad(dZ, W, A_prev, code, alpha, dH, dz_t, dh_t):
     dH and A_prev (n_in, n) when ``dh_t`` (then ``dz_t`` too)."""
     n_in, n_out = W.shape
     n = dZ.shape[1] if dz_t else dZ.shape[0]
-    if dh_t:
-        if small_product(n, n_in, n_out):
-            small_input_grad_fm(dZ, W, dH)
-        else:
-            gemm(False, False, 1.0, W, dZ, 0.0, dH)
-    elif small_product(n, n_in, n_out):
-        small_input_grad(dZ.T if dz_t else dZ, W, dH)
+    if small_product(n, n_in, n_out):
+        small_input_grad(dZ.T if dz_t else dZ, W, dH.T if dh_t else dH)
+    elif dh_t:
+        gemm(False, False, 1.0, W, dZ, 0.0, dH)
     else:
         gemm(dz_t, True, 1.0, dZ, W, 0.0, dH)
     mask(dH, A_prev, code, alpha)
@@ -535,30 +467,23 @@ def _update_pass(
         if p1 > p0:
             W = params[o + p0 * n_out : o + p1 * n_out].reshape((p1 - p0, n_out))
             dW = grads[o + p0 * n_out : o + p1 * n_out].reshape((p1 - p0, n_out))
-            if fm:
-                small = small_product(m, p1 - p0, n_out)
-            else:
-                small = small_product(m, p1 - p0, n_out)
+            small = small_product(m, p1 - p0, n_out)
             for q in range(pieces):
                 q0, q1 = _span(q, pieces, m)
                 dZ = _activations(work, layout[L + k], q0, q1, n_out, dz_t)
-                beta = 1.0 - lr * hyper[H_WEIGHT_DECAY] if q == 0 else 1.0
-                if fm:  # the layer's input HT is feature-major too: its rows p0..p1
+                # the layer's input features p0..p1: rows of a feature-major block (which
+                # BLAS then reads untransposed), columns of a row-major one
+                if fm:
                     H = _activations(work, h_off, q0, q1, n_in, True)[p0:p1]
-                    if small:
-                        small_weight_grad_fm(H, dZ, dW, q > 0)
-                    elif fold:
-                        gemm(False, True, -lr, H, dZ, beta, W)
-                    else:
-                        gemm(False, True, 1.0, H, dZ, 0.0 if q == 0 else 1.0, dW)
-                    continue
-                H = _activations(work, h_off, q0, q1, n_in, False)[:, p0:p1]
-                if small:
-                    small_weight_grad(H, dZ.T if dz_t else dZ, dW, q > 0)
-                elif fold:
-                    gemm(True, dz_t, -lr, H, dZ, beta, W)
                 else:
-                    gemm(True, dz_t, 1.0, H, dZ, 0.0 if q == 0 else 1.0, dW)
+                    H = _activations(work, h_off, q0, q1, n_in, False)[:, p0:p1]
+                if small:
+                    small_weight_grad(H.T if fm else H, dZ.T if dz_t else dZ, dW, q > 0)
+                elif fold:
+                    beta = 1.0 - lr * hyper[H_WEIGHT_DECAY] if q == 0 else 1.0
+                    gemm(not fm, dz_t, -lr, H, dZ, beta, W)
+                else:
+                    gemm(not fm, dz_t, 1.0, H, dZ, 0.0 if q == 0 else 1.0, dW)
             if small or not fold:
                 s, e = o + p0 * n_out, o + p1 * n_out
                 _update(opt_kind, hyper, step, params[s:e], grads[s:e], state1[s:e], state2[s:e])

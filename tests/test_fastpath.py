@@ -142,22 +142,23 @@ def test_small_products(dtype, rng, n, n_in, n_out):
 @pytest.mark.parametrize("n, n_in, n_out", [(1, 4, 3), (5, 1, 2), (6, 7, 1), (19, 13, 11)])
 @pytest.mark.parametrize("code", [IDENT, RELU, TANH])
 def test_small_products_feature_major(dtype, rng, n, n_in, n_out, code):
-    # every block (units, rows): HT, AT, dZT, dHT
+    # a feature-major network's blocks are all (units, rows): HT, AT, dZT, dHT, which the
+    # compiled loops read and write through their transposed views
     HT = rng.standard_normal((n_in, n)).astype(dtype)
     W = rng.standard_normal((n_in, n_out)).astype(dtype)
     b = rng.standard_normal(n_out).astype(dtype)
     dZT = rng.standard_normal((n_out, n)).astype(dtype)
     H, dZ = HT.T.astype(np.float64), dZT.T.astype(np.float64)
     AT = np.full((n_out, n), np.nan, dtype)
-    E.small_forward_fm(HT, W, b, code, dtype.type(0.0), AT)
+    E.small_forward(HT.T, W, b, code, dtype.type(0.0), AT.T)
     assert_close(AT, dense_forward(H, W, b, code).T, dtype)
     dW = np.full((n_in, n_out), np.nan, dtype)
-    E.small_weight_grad_fm(HT, dZT, dW, False)
+    E.small_weight_grad(HT.T, dZT.T, dW, False)
     assert_close(dW, H.T @ dZ, dtype, scale=n)
-    E.small_weight_grad_fm(HT, dZT, dW, True)  # accumulates
+    E.small_weight_grad(HT.T, dZT.T, dW, True)  # accumulates
     assert_close(dW, 2 * (H.T @ dZ), dtype, scale=2 * n)
     dHT = np.full((n_in, n), np.nan, dtype)
-    E.small_input_grad_fm(dZT, W, dHT)
+    E.small_input_grad(dZT.T, W, dHT.T)
     assert_close(dHT, (dZ @ W.T).T, dtype, scale=n_out)
 
 
