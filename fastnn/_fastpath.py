@@ -26,39 +26,64 @@ from ._threads import (
 
 ENABLED = os.environ.get("FASTNN_FASTPATH", "1") != "0"
 
-#: Data-parallel steps: the parallel build of ``train_batches`` gives each thread a chunk of
-#: the batch's rows (gather, forward, loss, every delta) and then a part of the parameters to
-#: update, with BLAS single-threaded inside; otherwise the serial build runs with BLAS's own
-#: threads.  One epoch, 2 threads, float32, data-parallel time / serial time on the reference
-#: machine (interleaved, median of 7-11):
+#: Parallel steps: the parallel builds of ``train_batches`` split each step across the threads,
+#: with BLAS single-threaded inside; otherwise the serial build runs with BLAS's own threads.
+#: ``train_batches_parallel`` gives each thread a chunk of the batch's rows (gather, forward,
+#: loss, every delta) and then a part of the parameters to update.  One epoch, 2 threads,
+#: float32, data-parallel time / serial time on the reference machine (interleaved, median of
+#: 7-11):
 #:
 #:   784-100-10@16 0.63, @64 0.72-0.77 (0.99 in one run of four); 784-256-10@128 0.79;
 #:   784-512-512-10@256 0.83-0.97, @512 0.92;
 #:   784-1024-1024-10@256 1.02; 784-1024-1024-1024-10@512 1.05;
 #:   64-64-10@64 1.67; 100-100-100-10@32 1.62.
 #:
-#: Small steps lose to the two parallel regions each step pays for (a fork and a join each);
-#: with a 1024x1024 weight matrix each thread reading all of every weight (twice) costs more
-#: than OpenBLAS's own split of the large products.  Hence: data-parallel when a step's
-#: forward products are at least DATA_PARALLEL_MIN_WORK multiply-adds (batch rows x the sum
-#: of n_in * n_out; 784-100-10@16 is 1.27M, 100-100-100-10@32 0.67M), no weight matrix has
-#: DATA_PARALLEL_MAX_WEIGHTS elements or more, and each thread gets DATA_PARALLEL_MIN_ROWS
-#: rows or more.
+#: Small steps lose to the two parallel regions each step pays for (a fork and a join each).
+#: Hence: parallel when a step's forward products are at least DATA_PARALLEL_MIN_WORK
+#: multiply-adds (batch rows x the sum of n_in * n_out; 784-100-10@16 is 1.27M,
+#: 100-100-100-10@32 0.67M) and each thread gets DATA_PARALLEL_MIN_ROWS rows or more.
+#:
+#: With a 1024x1024 weight matrix, each thread reading all of every weight (twice) costs more
+#: than OpenBLAS's own split of the large products (the 1.02-1.05 above).  So from
+#: UNITS_SPLIT_MIN_WEIGHTS elements in a weight matrix the parallel step is
+#: ``train_batches_units``, which splits the hidden layers' products by units instead; these
+#: shapes took the serial build before it.  Split-by-units / serial epoch, AMD EPYC 2-core VM,
+#: two processes of 15 interleaved rounds each (the paired median; the other process's ratio
+#: of medians in brackets):
+#:
+#:   784-1024-1024-1024-10@512 0.976 (0.996), @128 0.946 (0.980); 784-1024-1024-10@256 0.982
+#:   (0.968), @512 1.006 (0.984), @64 (0.975); 784-2048-10@256 0.996 (0.933);
+#:   784-2048-2048-10@256 0.980.
+#:
+#: Below it the rows split stays: split-by-units / rows on 784-512-512-10@256 1.022 and 0.979
+#: in two processes, @512 1.013.  The output layer is always split by rows (the softmax runs on
+#: row chunks), so a network whose only large weight matrix is the output layer's keeps the
+#: serial build, as before.
 DATA_PARALLEL_MIN_WORK = 1_000_000
-DATA_PARALLEL_MAX_WEIGHTS = 1 << 20
 DATA_PARALLEL_MIN_ROWS = 8
+UNITS_SPLIT_MIN_WEIGHTS = 1 << 20
 
 
 def chunks_for(sizes, batch, n, threads):
     """How many chunks ``train_batches`` splits each step into (see DATA_PARALLEL_MIN_WORK):
-    ``threads`` for a data-parallel step, 1 for the serial build."""
+    ``threads`` for a parallel step, 1 for the serial build."""
     rows = min(batch, n)
     weights = [a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True)]
     if threads < 2 or rows < DATA_PARALLEL_MIN_ROWS * threads:
         return 1
-    if rows * sum(weights) < DATA_PARALLEL_MIN_WORK or max(weights) >= DATA_PARALLEL_MAX_WEIGHTS:
+    if rows * sum(weights) < DATA_PARALLEL_MIN_WORK:
+        return 1
+    if weights[-1] >= UNITS_SPLIT_MIN_WEIGHTS and not units_split_for(sizes):
         return 1
     return threads
+
+
+def units_split_for(sizes):
+    """True when a parallel step should split its hidden layers by units
+    (``train_batches_units``), not rows: a hidden layer has a weight matrix of
+    UNITS_SPLIT_MIN_WEIGHTS elements or more."""
+    hidden = [a * b for a, b in zip(sizes[:-2], sizes[1:-1], strict=True)]
+    return max(hidden, default=0) >= UNITS_SPLIT_MIN_WEIGHTS
 
 
 #: Feature-major networks: every activation and delta stored as (units, rows), so BLAS
@@ -182,6 +207,7 @@ class FastEpochRunner:
         layout, total = E.workspace_layout(sizes, batch_size, n)
         self.layout = np.array(layout, np.int64)
         self.feature_major = feature_major_for(sizes)
+        self.split_units = not self.feature_major and units_split_for(sizes)
         self.work = np.empty(total, dtype)
         self.iwork = np.empty(2 * min(batch_size, n), np.int64)  # labels, softmax arg-max
         self.hyper = np.zeros(E.N_HYPER, np.float64)
@@ -231,7 +257,8 @@ class FastEpochRunner:
             saved = self._blas_threads
             single_threaded_blas(saved)
             try:
-                self._call(E.train_batches_parallel, order, first, last, chunks)
+                kernel = E.train_batches_units if self.split_units else E.train_batches_parallel
+                self._call(kernel, order, first, last, chunks)
             finally:
                 restore_blas_threads(saved)
         else:

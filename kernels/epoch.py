@@ -40,8 +40,8 @@ pass takes its array as one argument (``activations.mask_inplace``), so that LLV
 check does not send it to the scalar loop.  Together the two took a 4-6-8-10-3@150 step from
 16.5 to 12.9 us.
 
-Threads, two ways (``fastnn._fastpath.chunks_for`` picks one per fit, from measurements
-recorded there):
+Threads, three ways (``fastnn._fastpath.chunks_for`` and ``units_split_for`` pick one per
+fit, from measurements recorded there):
 
 - the serial build (``n_chunks = 1``): every pass runs on the calling thread and BLAS brings
   the parallelism.  numba's parallel builds do not mix with it: OpenMP workers spin after a
@@ -59,6 +59,12 @@ recorded there):
   784-512-512-10@256 0.83-0.97x.  Two parallel regions per step (a fork and a join each) are the
   price: small steps lose (100-100-100-10@32 1.62x), and so do 1024x1024 weights, which every
   thread then reads in full (1.02-1.05x).
+- the parallel build split by units (``train_batches_units``), for large hidden layers: each
+  hidden layer's forward product and each delta before the output layer's are split by
+  columns, so a thread reads only the weights that feed its units; the gather, the output
+  layer, the loss and the updates are split as in the data-parallel build.  2 L + 1 parallel
+  regions per step: 784-1024-1024-1024-10@512 0.91-1.00x the serial build's epoch time in
+  three processes.
 """
 
 import math
@@ -67,7 +73,7 @@ import numpy as np
 from numba import prange
 
 from ._blas import gemm
-from ._config import njit, twin
+from ._config import njit, njit_parallel, twin
 from ._intrinsics import borrowed, prefetch, vexp
 from .activations import IDENTITY, activate, activate_inplace, mask_inplace
 from .data import all_finite
@@ -376,6 +382,91 @@ def _activations(work, off, r0, r1, width, feature_major):
 
 # -- the two halves of a step -----------------------------------------------------------------
 @njit
+def _gather_rows(X, y, T, order, start, r0, r1, batch, check, sizes, loss_kind, fm, layout, work,
+                 iwork):  # fmt: skip
+    """Rows r0..r1 of the batch starting at ``start`` in ``order`` (``batch`` rows in a full
+    one) into the input block at offset 0 of ``work``, with their labels (``iwork``) or MSE
+    targets.  Returns False when ``check`` is true and a gathered value is NaN or inf."""
+    L = sizes.shape[0] - 1
+    out_t = loss_kind == LOSS_SOFTMAX_XENT
+    xb = _activations(work, 0, r0, r1, sizes[0], fm)
+    yb = iwork[r0:r1] if out_t else iwork[:0]
+    skip = batch - (r1 - r0)
+    if not gather_batch(X, order, start + r0, xb, y, yb, check, skip, fm):
+        return False
+    if not out_t:
+        tb = _activations(work, layout[2 * L + 2], r0, r1, sizes[L], fm)
+        gather_batch(T, order, start + r0, tb, y, iwork[:0], False, skip, fm)
+    return True
+
+
+@njit
+def _forward_rows(k0, r0, r1, sizes, w_off, b_off, codes, alphas, loss_kind, fm, params, layout,
+                  work, zero_b):  # fmt: skip
+    """Layers k0..L-1 forward on rows r0..r1 (layer k0's input rows already in place); returns
+    the last layer's output block of those rows."""
+    L = sizes.shape[0] - 1
+    t = params.dtype.type
+    out_t = loss_kind == LOSS_SOFTMAX_XENT
+    H = _activations(work, 0 if k0 == 0 else layout[k0 - 1], r0, r1, sizes[k0], fm)
+    for k in range(k0, L):
+        n_in, n_out = sizes[k], sizes[k + 1]
+        W = params[w_off[k] : w_off[k] + n_in * n_out].reshape((n_in, n_out))
+        b = params[b_off[k] : b_off[k] + n_out] if b_off[k] >= 0 else zero_b[:n_out]
+        a_t = fm or (out_t and k == L - 1)
+        A = _activations(work, layout[k], r0, r1, n_out, a_t)
+        _forward(H, W, b, codes[k], t(alphas[k]), A, fm, a_t)
+        H = A
+    return H
+
+
+@njit
+def _loss_rows(Y, r0, r1, m, sizes, codes, alphas, loss_kind, fm, layout, work, iwork):
+    """The loss of rows r0..r1 (of a batch of ``m``) from their outputs Y, and its gradient
+    at the last layer's pre-activation (its delta).  Returns (loss sum, correct)."""
+    L = sizes.shape[0] - 1
+    t = Y.dtype.type
+    k_out = sizes[L]
+    out_t = loss_kind == LOSS_SOFTMAX_XENT
+    dZ = _activations(work, layout[2 * L - 1], r0, r1, k_out, fm or out_t)
+    if out_t:
+        mb = iwork.shape[0] // 2
+        s = layout[2 * L + 3]
+        mx, tot = work[s + r0 : s + r1], work[s + mb + r0 : s + mb + r1]
+        best = iwork[mb + r0 : mb + r1]
+        total, correct = softmax_xent_cols(Y, iwork[r0:r1], dZ, m, mx, tot, best)
+    else:
+        tb = _activations(work, layout[2 * L + 2], r0, r1, k_out, fm)
+        if fm:
+            total, correct = mse_rows(Y.T, tb.T, dZ.T, m)
+        else:
+            total, correct = mse_rows(Y, tb, dZ, m)
+    # an activation after the last layer (before the softmax; a sigmoid before MSE)
+    mask(dZ, Y, codes[L - 1], t(alphas[L - 1]))
+    return total, correct
+
+
+@njit
+def _deltas_rows(k_stop, r0, r1, sizes, w_off, codes, alphas, loss_kind, fm, params, layout,
+                 work):  # fmt: skip
+    """On rows r0..r1, the deltas of layers L-2 down to k_stop-1 (for k = L-1 .. k_stop, the
+    input gradient of layer k times the previous activation's derivative), from the last
+    layer's delta."""
+    L = sizes.shape[0] - 1
+    t = params.dtype.type
+    out_t = loss_kind == LOSS_SOFTMAX_XENT
+    dZ = _activations(work, layout[2 * L - 1], r0, r1, sizes[L], fm or out_t)
+    for k in range(L - 1, k_stop - 1, -1):
+        n_in, n_out = sizes[k], sizes[k + 1]
+        W = params[w_off[k] : w_off[k] + n_in * n_out].reshape((n_in, n_out))
+        A_prev = _activations(work, layout[k - 1], r0, r1, n_in, fm)
+        dH = _activations(work, layout[L + k - 1], r0, r1, n_in, fm)
+        dz_t = fm or (out_t and k == L - 1)
+        _input_grad(dZ, W, A_prev, codes[k - 1], t(alphas[k - 1]), dH, dz_t, fm)
+        dZ = dH
+
+
+@njit
 def _rows_pass(
     X, y, T, order, start, r0, r1, m, batch, check, sizes, w_off, b_off, codes, alphas, loss_kind,
     fm, params, layout, work, iwork, zero_b,
@@ -388,56 +479,17 @@ def _rows_pass(
 
     Returns (inputs finite, loss sum, correct): with ``check``, inputs finite is False when
     a gathered value is NaN or inf, and nothing else is done."""
-    L = sizes.shape[0] - 1
-    t = params.dtype.type
-    r = r1 - r0
-    n0 = sizes[0]
-    k_out = sizes[L]
-    out_t = loss_kind == LOSS_SOFTMAX_XENT
-    xb = _activations(work, 0, r0, r1, n0, fm)  # the batch's inputs sit at offset 0
-    mb = iwork.shape[0] // 2
-    yb = iwork[r0:r1] if out_t else iwork[:0]
-    skip = batch - r
-    if not gather_batch(X, order, start + r0, xb, y, yb, check, skip, fm):
+    if not _gather_rows(
+        X, y, T, order, start, r0, r1, batch, check, sizes, loss_kind, fm, layout, work, iwork
+    ):
         return False, 0.0, 0
-    if not out_t:
-        tb = _activations(work, layout[2 * L + 2], r0, r1, k_out, fm)
-        gather_batch(T, order, start + r0, tb, y, iwork[:0], False, skip, fm)
-    # -- forward ---------------------------------------------------------------------------
-    H = xb
-    for k in range(L):
-        n_in, n_out = sizes[k], sizes[k + 1]
-        W = params[w_off[k] : w_off[k] + n_in * n_out].reshape((n_in, n_out))
-        b = params[b_off[k] : b_off[k] + n_out] if b_off[k] >= 0 else zero_b[:n_out]
-        a_t = fm or (out_t and k == L - 1)
-        A = _activations(work, layout[k], r0, r1, n_out, a_t)
-        _forward(H, W, b, codes[k], t(alphas[k]), A, fm, a_t)
-        H = A
-    # -- loss: the last layer's delta ------------------------------------------------------
-    z_t = fm or out_t
-    dZ = _activations(work, layout[2 * L - 1], r0, r1, k_out, z_t)
-    if out_t:
-        s = layout[2 * L + 3]
-        mx, tot = work[s + r0 : s + r1], work[s + mb + r0 : s + mb + r1]
-        best = iwork[mb + r0 : mb + r1]
-        total, correct = softmax_xent_cols(H, yb, dZ, m, mx, tot, best)
-    elif fm:
-        total, correct = mse_rows(H.T, tb.T, dZ.T, m)
-    else:
-        total, correct = mse_rows(H, tb, dZ, m)
-    # an activation after the last layer (before the softmax; a sigmoid before MSE)
-    mask(dZ, H, codes[L - 1], t(alphas[L - 1]))
-    if not math.isfinite(total):
-        return True, total, correct
-    # -- deltas, last layer to first -------------------------------------------------------
-    for k in range(L - 1, 0, -1):
-        n_in, n_out = sizes[k], sizes[k + 1]
-        W = params[w_off[k] : w_off[k] + n_in * n_out].reshape((n_in, n_out))
-        A_prev = _activations(work, layout[k - 1], r0, r1, n_in, fm)
-        dH = _activations(work, layout[L + k - 1], r0, r1, n_in, fm)
-        dz_t = fm or (out_t and k == L - 1)
-        _input_grad(dZ, W, A_prev, codes[k - 1], t(alphas[k - 1]), dH, dz_t, fm)
-        dZ = dH
+    Y = _forward_rows(
+        0, r0, r1, sizes, w_off, b_off, codes, alphas, loss_kind, fm, params, layout, work, zero_b
+    )
+    total, correct = _loss_rows(Y, r0, r1, m, sizes, codes, alphas, loss_kind, fm, layout, work,
+                                iwork)  # fmt: skip
+    if math.isfinite(total):
+        _deltas_rows(1, r0, r1, sizes, w_off, codes, alphas, loss_kind, fm, params, layout, work)
     return True, total, correct
 
 
@@ -502,7 +554,112 @@ def _update_pass(
             _update(opt_kind, hyper, step, params[s:e], grads[s:e], state1[s:e], state2[s:e])
 
 
-# -- the driver --------------------------------------------------------------------------------
+# -- split by units: the large layers' products shared out by output column -------------------
+# A column range of a block, as a 2-D view, has a run-time inner stride to numba, and the
+# elementwise loops over it do not vectorise (the units build first ran 4% slower than the
+# rows build that way); the passes below take each row's piece as a contiguous 1-D slice.
+@njit
+def _row_piece(work, off, i, width, j0, j1):
+    """Columns j0..j1 of row i of the (rows, width) row-major block at ``work[off]``, as a
+    contiguous (1, j1 - j0) block."""
+    s = off + i * width
+    return work[s + j0 : s + j1].reshape((1, j1 - j0))
+
+
+@njit
+def _forward_units(k, c, n_chunks, m, sizes, w_off, b_off, codes, alphas, params, layout, work,
+                   zero_b):  # fmt: skip
+    """Part ``c`` of ``n_chunks`` of hidden layer k's forward: its units (output columns)
+    ``_span(c, n_chunks, n_out)``, over all ``m`` rows of the batch (row-major blocks)."""
+    n_in, n_out = sizes[k], sizes[k + 1]
+    j0, j1 = _span(c, n_chunks, n_out)
+    if j1 == j0:
+        return
+    code, alpha = codes[k], params.dtype.type(alphas[k])
+    h_off = 0 if k == 0 else layout[k - 1]
+    H = _activations(work, h_off, 0, m, n_in, False)
+    W = params[w_off[k] : w_off[k] + n_in * n_out].reshape((n_in, n_out))[:, j0:j1]
+    b = params[b_off[k] + j0 : b_off[k] + j1] if b_off[k] >= 0 else zero_b[j0:j1]
+    A = _activations(work, layout[k], 0, m, n_out, False)[:, j0:j1]
+    if small_product(m, n_in, j1 - j0):
+        small_forward(H, W, b, code, alpha, A)
+    else:
+        gemm(False, False, 1.0, H, W, 0.0, A)
+        for i in range(m):
+            bias_act(_row_piece(work, layout[k], i, n_out, j0, j1), b, code, alpha)
+
+
+@njit
+def _input_grad_units(k, c, n_chunks, m, sizes, w_off, codes, alphas, params, layout, work):
+    """Part ``c`` of ``n_chunks`` of the delta of layer k - 1 (k < L - 1, a row-major one):
+    its units ``_span(c, n_chunks, n_in)``, over all ``m`` rows, from layer k's delta and the
+    rows of W_k that feed those units."""
+    L = sizes.shape[0] - 1
+    n_in, n_out = sizes[k], sizes[k + 1]
+    p0, p1 = _span(c, n_chunks, n_in)
+    if p1 == p0:
+        return
+    code, alpha = codes[k - 1], params.dtype.type(alphas[k - 1])
+    W = params[w_off[k] + p0 * n_out : w_off[k] + p1 * n_out].reshape((p1 - p0, n_out))
+    dZ = _activations(work, layout[L + k], 0, m, n_out, False)
+    dH = _activations(work, layout[L + k - 1], 0, m, n_in, False)[:, p0:p1]
+    if small_product(m, p1 - p0, n_out):
+        small_input_grad(dZ, W, dH)
+    else:
+        gemm(False, True, 1.0, dZ, W, 0.0, dH)
+    if code != IDENTITY:
+        for i in range(m):
+            D = _row_piece(work, layout[L + k - 1], i, n_in, p0, p1)
+            mask_inplace(D, _row_piece(work, layout[k - 1], i, n_in, p0, p1), code, alpha)
+
+
+# -- the drivers -------------------------------------------------------------------------------
+@njit
+def _borrow8(a, b, c, d, e, f, g, h):
+    """``borrowed`` of eight arrays (see the drivers)."""
+    return (borrowed(a), borrowed(b), borrowed(c), borrowed(d), borrowed(e), borrowed(f),
+            borrowed(g), borrowed(h))  # fmt: skip
+
+
+@njit
+def _start(stats, n_chunks, sizes, layout, work):
+    """Zero the totals in ``stats``; returns the per-chunk part of ``stats`` and the zero bias
+    (of layers without one), zeroed."""
+    L = sizes.shape[0] - 1
+    stats[S_LOSS] = 0.0
+    stats[S_CORRECT] = 0.0
+    stats[S_FINITE] = 1.0
+    stats[S_STEPS] = 0.0
+    stats[S_INPUTS_FINITE] = 1.0
+    width = layout[2 * L + 1] - layout[2 * L]
+    zero_b = work[layout[2 * L] : layout[2 * L] + width]
+    for j in range(width):
+        zero_b[j] = 0
+    return stats[N_STATS : N_STATS + 3 * n_chunks], zero_b
+
+
+@njit
+def _step_totals(part, n_chunks, stats):
+    """Adds a step's per-chunk results (inputs finite, loss sum, correct: three slots of
+    ``part`` per chunk) to ``stats``.  Returns False, and adds nothing, when the step must not
+    update: a chunk found a NaN or inf in its inputs (``stats[S_INPUTS_FINITE] = 0``), or the
+    loss is not finite (``stats[S_FINITE] = 0``)."""
+    total = 0.0
+    correct = 0.0
+    for c in range(n_chunks):
+        if part[3 * c] == 0.0:
+            stats[S_INPUTS_FINITE] = 0.0
+            return False
+        total += part[3 * c + 1]
+        correct += part[3 * c + 2]
+    if not math.isfinite(total):
+        stats[S_FINITE] = 0.0
+        return False
+    stats[S_LOSS] += total
+    stats[S_CORRECT] += correct
+    return True
+
+
 def _train_batches(
     X,
     y,
@@ -561,24 +718,15 @@ def _train_batches(
     """
     # every view below is sliced from these without touching a reference count: the
     # atomic increments and decrements took 16% of a 4-6-8-10-3@150 epoch
-    X, y, T, order = borrowed(X), borrowed(y), borrowed(T), borrowed(order)
-    params, grads = borrowed(params), borrowed(grads)
-    state1, state2 = borrowed(state1), borrowed(state2)
-    work, iwork, layout, stats = borrowed(work), borrowed(iwork), borrowed(layout), borrowed(stats)
-    sizes, w_off, b_off, codes = borrowed(sizes), borrowed(w_off), borrowed(b_off), borrowed(codes)
+    X, y, T, order, params, grads, state1, state2 = _borrow8(
+        X, y, T, order, params, grads, state1, state2
+    )
+    work, iwork, layout, stats, sizes, w_off, b_off, codes = _borrow8(
+        work, iwork, layout, stats, sizes, w_off, b_off, codes
+    )
     alphas, hyper = borrowed(alphas), borrowed(hyper)
-    L = sizes.shape[0] - 1
     n = X.shape[0]
-    stats[S_LOSS] = 0.0
-    stats[S_CORRECT] = 0.0
-    stats[S_FINITE] = 1.0
-    stats[S_STEPS] = 0.0
-    stats[S_INPUTS_FINITE] = 1.0
-    part = stats[N_STATS : N_STATS + 3 * n_chunks]
-    width = layout[2 * L + 1] - layout[2 * L]
-    zero_b = work[layout[2 * L] : layout[2 * L] + width]
-    for j in range(width):
-        zero_b[j] = 0
+    part, zero_b = _start(stats, n_chunks, sizes, layout, work)
     fold = opt_kind == OPT_SGD and hyper[H_MOMENTUM] == 0
 
     for bi in range(first, last):
@@ -597,19 +745,8 @@ def _train_batches(
             part[3 * c] = 1.0 if ok_c else 0.0
             part[3 * c + 1] = total_c
             part[3 * c + 2] = correct_c
-        total = 0.0
-        correct = 0.0
-        for c in range(n_chunks):
-            if part[3 * c] == 0.0:
-                stats[S_INPUTS_FINITE] = 0.0
-                return
-            total += part[3 * c + 1]
-            correct += part[3 * c + 2]
-        if not math.isfinite(total):
-            stats[S_FINITE] = 0.0
+        if not _step_totals(part, n_chunks, stats):
             return
-        stats[S_LOSS] += total
-        stats[S_CORRECT] += correct
         for ci in prange(n_chunks):
             c = np.int64(ci)
             _update_pass(
@@ -620,6 +757,116 @@ def _train_batches(
 
 
 train_batches, train_batches_parallel = twin(_train_batches)
+
+
+def _train_batches_units(
+    X,
+    y,
+    T,
+    order,
+    first,
+    last,
+    batch,
+    check_inputs,
+    sizes,
+    w_off,
+    b_off,
+    codes,
+    alphas,
+    loss_kind,
+    opt_kind,
+    hyper,
+    step0,
+    params,
+    grads,
+    state1,
+    state2,
+    layout,
+    work,
+    iwork,
+    stats,
+    n_chunks,
+    feature_major,
+):
+    """``train_batches`` for networks with large weight matrices, parallel: the arguments and
+    the result are the same (``feature_major`` must be False: every block is row-major but
+    the softmax output layer's).
+
+    Splitting rows (``train_batches_parallel``) gives each thread all of every weight matrix
+    to read in its forward and input-gradient products; at 1024x1024 that loses to OpenBLAS's
+    own two-thread split (each single-threaded half-batch product packs the whole matrix).
+    Here each hidden layer's forward and each delta before the output layer's are split by
+    units instead: thread c computes columns ``_span(c, n_chunks, width)`` of the block over
+    the whole batch, reading only the weights that feed them, then adds the bias and applies
+    the activation (or the derivative) on those columns.  The gather, the output layer, the
+    loss and the output layer's delta run on row chunks as before, and the updates are
+    ``_update_pass``.  A step then takes 2 L + 1 parallel regions instead of two, which only a
+    large step can afford (``fastnn._fastpath.units_split_for`` decides).
+    """
+    X, y, T, order, params, grads, state1, state2 = _borrow8(
+        X, y, T, order, params, grads, state1, state2
+    )
+    work, iwork, layout, stats, sizes, w_off, b_off, codes = _borrow8(
+        work, iwork, layout, stats, sizes, w_off, b_off, codes
+    )
+    alphas, hyper = borrowed(alphas), borrowed(hyper)
+    L = sizes.shape[0] - 1
+    n = X.shape[0]
+    part, zero_b = _start(stats, n_chunks, sizes, layout, work)
+    fold = opt_kind == OPT_SGD and hyper[H_MOMENTUM] == 0
+
+    for bi in range(first, last):
+        start = bi * batch
+        m = min(start + batch, n) - start
+        step = step0 + bi - first + 1
+        for ci in prange(n_chunks):
+            c = np.int64(ci)
+            r0, r1 = _span(c, n_chunks, m)
+            ok_c = _gather_rows(
+                X, y, T, order, start, r0, r1, batch, check_inputs, sizes, loss_kind, False,
+                layout, work, iwork,
+            )  # fmt: skip
+            part[3 * c] = 1.0 if ok_c else 0.0
+        for k in range(L - 1):
+            for ci in prange(n_chunks):
+                _forward_units(
+                    k, np.int64(ci), n_chunks, m, sizes, w_off, b_off, codes, alphas, params,
+                    layout, work, zero_b,
+                )  # fmt: skip
+        for ci in prange(n_chunks):
+            c = np.int64(ci)
+            r0, r1 = _span(c, n_chunks, m)
+            Y = _forward_rows(
+                L - 1, r0, r1, sizes, w_off, b_off, codes, alphas, loss_kind, False, params,
+                layout, work, zero_b,
+            )  # fmt: skip
+            total_c, correct_c = _loss_rows(
+                Y, r0, r1, m, sizes, codes, alphas, loss_kind, False, layout, work, iwork
+            )
+            if math.isfinite(total_c):
+                _deltas_rows(
+                    L - 1, r0, r1, sizes, w_off, codes, alphas, loss_kind, False, params, layout,
+                    work,
+                )  # fmt: skip
+            part[3 * c + 1] = total_c
+            part[3 * c + 2] = correct_c
+        if not _step_totals(part, n_chunks, stats):
+            return
+        for k in range(L - 2, 0, -1):
+            for ci in prange(n_chunks):
+                _input_grad_units(
+                    k, np.int64(ci), n_chunks, m, sizes, w_off, codes, alphas, params, layout,
+                    work,
+                )  # fmt: skip
+        for ci in prange(n_chunks):
+            _update_pass(
+                np.int64(ci), n_chunks, m, sizes, w_off, b_off, loss_kind, False, opt_kind,
+                hyper, step, fold, params, grads, state1, state2, layout, work,
+            )  # fmt: skip
+        stats[S_STEPS] += 1.0
+
+
+train_batches_units = njit_parallel(_train_batches_units)
 
 
 def workspace_layout(sizes, batch, n):
@@ -658,5 +905,6 @@ __all__ = [
     "N_STATS",
     "train_batches",
     "train_batches_parallel",
+    "train_batches_units",
     "workspace_layout",
 ]

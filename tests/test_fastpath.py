@@ -242,18 +242,24 @@ def _fit(arch, opt_name, dtype, fast, batch_size=16, epochs=2, monkeypatch=None)
 
 @pytest.mark.parametrize("arch", list(ARCHS))
 @pytest.mark.parametrize("opt_name", list(OPTIMIZERS))
-@pytest.mark.parametrize("batch_size, chunks", [(16, 1), (13, 1), (16, 2), (13, 3)])
-@pytest.mark.parametrize("layout", ["rows", "features"])
+@pytest.mark.parametrize(
+    "batch_size, chunks, layout",
+    [(b, c, lay) for b, c in [(16, 1), (13, 1), (16, 2), (13, 3)] for lay in ("rows", "features")]
+    + [(16, 2, "units"), (13, 3, "units")],
+)
 def test_fast_path_matches_layer_path(
     dtype, arch, opt_name, batch_size, chunks, layout, monkeypatch
 ):
     # 53 samples in batches of 16 (a last batch of 5) or 13 (a last batch of one row, which
-    # takes the compiled loops instead of BLAS), two epochs.  chunks > 1 forces the
-    # data-parallel build (rows split across threads, updates split by parameter); with 3
-    # chunks on two threads one thread runs two, and the one-row batch leaves chunks empty.
-    # layout forces row-major or feature-major blocks (feature_major_for) in every network.
+    # takes the compiled loops instead of BLAS), two epochs.  chunks > 1 forces a parallel
+    # build: rows split across threads (train_batches_parallel), or with layout "units" the
+    # hidden layers split by units (train_batches_units), the updates split by parameter in
+    # both; with 3 chunks on two threads one thread runs two, the one-row batch leaves row
+    # chunks empty, and 3 chunks of a 4-unit layer get 1, 1 and 2 units.  layout forces
+    # row-major or feature-major blocks (feature_major_for) in every network.
     monkeypatch.setattr(_fastpath, "chunks_for", lambda *args: chunks)
     monkeypatch.setattr(_fastpath, "feature_major_for", lambda *args: layout == "features")
+    monkeypatch.setattr(_fastpath, "units_split_for", lambda *args: layout == "units")
     fast, fopt, fh = _fit(arch, opt_name, dtype, True, batch_size, monkeypatch=monkeypatch)
     slow, sopt, sh = _fit(arch, opt_name, dtype, False, batch_size, monkeypatch=monkeypatch)
     rtol = 2e-5 if dtype == np.float32 else 1e-12
@@ -311,8 +317,11 @@ def test_unsupported_setups_use_the_layer_path(monkeypatch):
         assert isinstance(make_runner(m, Xc, yc, lc, loss, opt, 16, sw), EpochRunner)
 
 
-def test_divergence_keeps_last_good_parameters(monkeypatch):
+@pytest.mark.parametrize("build", ["serial", "rows", "units"])
+def test_divergence_keeps_last_good_parameters(monkeypatch, build):
     monkeypatch.setattr(_fastpath, "ENABLED", True)
+    monkeypatch.setattr(_fastpath, "chunks_for", lambda *args: 1 if build == "serial" else 2)
+    monkeypatch.setattr(_fastpath, "units_split_for", lambda *args: build == "units")
     dt = np.dtype(np.float32)
     X, y, _ = _data("relu", dt)
     X[5:] *= 1e30  # huge inputs: the first step's update overflows and the loss goes inf
@@ -375,13 +384,15 @@ def test_fast_path_matches_numpy_training_loop(dtype, monkeypatch):
         assert_close(layer.bias.data, b, dtype, scale=10)
 
 
-def test_data_parallel_fit_restores_blas_threads(monkeypatch):
-    """The data-parallel build sets BLAS to one thread around the kernel call; afterwards every
+@pytest.mark.parametrize("units", [False, True])
+def test_data_parallel_fit_restores_blas_threads(monkeypatch, units):
+    """The parallel builds set BLAS to one thread around the kernel call; afterwards every
     BLAS library has its thread count back, also when the fit stops with an error."""
     from threadpoolctl import threadpool_info
 
     monkeypatch.setattr(_fastpath, "ENABLED", True)
     monkeypatch.setattr(_fastpath, "chunks_for", lambda *args: 2)
+    monkeypatch.setattr(_fastpath, "units_split_for", lambda *args: units)
     before = fnn.get_num_threads()
     fnn.set_num_threads(2)
     try:
@@ -401,3 +412,21 @@ def test_data_parallel_fit_restores_blas_threads(monkeypatch):
         assert got == want
     finally:
         fnn.set_num_threads(before)
+
+
+def test_build_choice():
+    """Which build ``fit`` runs, for the bench's shapes and the edges of the rules recorded in
+    fastnn/_fastpath.py (rows, threads): serial (1), split by rows (2) or by units (2, True)."""
+    cases = [
+        ([784, 100, 10], 64, 2, (2, False)),
+        ([784, 100, 10], 64, 1, (1, False)),  # one thread: always serial
+        ([784, 512, 512, 10], 256, 2, (2, False)),
+        ([784, 1024, 1024, 1024, 10], 512, 2, (2, True)),
+        ([784, 2048, 10], 256, 2, (2, True)),  # one large hidden layer
+        ([64, 64, 20000], 64, 2, (1, False)),  # only the output layer is large
+        ([4, 6, 8, 10, 3], 150, 2, (1, False)),  # too little work per step
+        ([784, 1024, 1024, 10], 8, 2, (1, True)),  # too few rows per thread
+    ]
+    for sizes, batch, threads, expected in cases:
+        got = (_fastpath.chunks_for(sizes, batch, 10**5, threads), _fastpath.units_split_for(sizes))
+        assert got == expected, (sizes, batch, threads)

@@ -105,14 +105,16 @@ class FitEpoch:
 
 class FitEpochBuild:
     """One float32 SGD epoch of ``fit`` with each build of the compiled fit kernel pinned:
-    ``serial`` (BLAS threads the products) and ``data-parallel`` (a chunk of rows, then a part
-    of the parameters, per thread; BLAS single-threaded).  ``fit`` picks one per shape
-    (``fastnn._fastpath.chunks_for``); this keeps both measured on the shapes either side of
-    the switch, so a change that moves the crossover shows.  On one thread both are serial."""
+    ``serial`` (BLAS threads the products), ``data-parallel`` (a chunk of rows, then a part
+    of the parameters, per thread; BLAS single-threaded) and ``split-units`` (the hidden
+    layers' products and passes split by units across the threads).  ``fit`` picks one per
+    shape (``fastnn._fastpath.chunks_for`` and ``units_split_for``); this keeps all three
+    measured on the shapes either side of the switches, so a change that moves a crossover
+    shows.  On one thread all are serial."""
 
     params = (
         ["784-100-10@64", "784-512-512-10@256", "784-1024x3-10@512"],
-        ["serial", "data-parallel"],
+        ["serial", "data-parallel", "split-units"],
     )
     param_names = ("network", "build")
     timeout = 300
@@ -128,9 +130,15 @@ class FitEpochBuild:
             raise NotImplementedError from None
         if not hasattr(_fastpath, "chunks_for"):  # before the data-parallel build
             raise NotImplementedError
+        has_units = hasattr(_fastpath, "units_split_for")
+        if build == "split-units" and not has_units:  # before the split-units build
+            raise NotImplementedError
         threads = set_threads()
         self._fastpath, self._chunks_for = _fastpath, _fastpath.chunks_for
+        self._units_split_for = _fastpath.units_split_for if has_units else None
         _fastpath.chunks_for = (lambda *a: 1) if build == "serial" else (lambda *a: threads)
+        if has_units:
+            _fastpath.units_split_for = lambda *a: build == "split-units"
         sizes, self.batch = NETWORKS[network]
         self.X, self.y = classification_data(FIT_SAMPLES[network], sizes[0], sizes[-1], "float32")
         self.model = make_mlp(sizes, "float32", seed=0)
@@ -140,6 +148,8 @@ class FitEpochBuild:
 
     def teardown(self, network, build):
         self._fastpath.chunks_for = self._chunks_for
+        if self._units_split_for is not None:
+            self._fastpath.units_split_for = self._units_split_for
 
     def time_fit_one_epoch(self, network, build):
         _fit_one_epoch(self)
