@@ -26,6 +26,11 @@ def njit(fn):
     return numba.njit(**JIT_OPTIONS)(fn)
 
 
+def njit_inline(fn):
+    """Helper inlined into its callers at numba IR level (no library of its own)."""
+    return numba.njit(inline="always", **JIT_OPTIONS)(fn)
+
+
 def njit_parallel(fn):
     """Parallel kernel with the project's flags (a renamed copy of ``fn``)."""
     return numba.njit(parallel=True, **JIT_OPTIONS)(_renamed_copy(fn, "_parallel"))

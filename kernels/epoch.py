@@ -73,7 +73,7 @@ import numpy as np
 from numba import prange
 
 from ._blas import gemm
-from ._config import njit, njit_parallel, twin
+from ._config import njit, njit_inline, njit_parallel, twin
 from ._intrinsics import borrowed, prefetch, vexp
 from .activations import IDENTITY, activate, activate_inplace, mask_inplace
 from .data import all_finite
@@ -313,7 +313,7 @@ def softmax_xent_cols(ZT, yb, dZT, m, mx, tot, best):
 
 
 # -- one layer ---------------------------------------------------------------------------------
-@njit
+@njit_inline
 def _forward(H, W, b, code, alpha, A, h_t, out_t):
     """A = f(H @ W + b).  The output A is stored feature-major, (n_out, n), when ``out_t``,
     and so is the input H, (n_in, n), when ``h_t`` (then ``out_t`` too)."""
@@ -333,7 +333,7 @@ def _forward(H, W, b, code, alpha, A, h_t, out_t):
         bias_act(A, b, code, alpha)
 
 
-@njit
+@njit_inline
 def _input_grad(dZ, W, A_prev, code, alpha, dH, dz_t, dh_t):
     """dH = (dZ @ W.T) * f'(A_prev); dZ is stored feature-major (n_out, n) when ``dz_t``, and
     dH and A_prev (n_in, n) when ``dh_t`` (then ``dz_t`` too)."""
@@ -348,7 +348,7 @@ def _input_grad(dZ, W, A_prev, code, alpha, dH, dz_t, dh_t):
     mask(dH, A_prev, code, alpha)
 
 
-@njit
+@njit_inline
 def _update(opt_kind, hyper, step, p, g, s1, s2):
     """The optimizer's rule on one slice of the flat buffers (every element independently)."""
     lr = hyper[H_LR]
@@ -361,13 +361,13 @@ def _update(opt_kind, hyper, step, p, g, s1, s2):
         adam_update(p, g, s1, s2, lr, b1, b2, eps, wd, dec, step)
 
 
-@njit
+@njit_inline
 def _span(i, parts, size):
     """The i-th of ``parts`` near-equal consecutive ranges of range(size), as (start, stop)."""
     return i * size // parts, (i + 1) * size // parts
 
 
-@njit
+@njit_inline
 def _activations(work, off, r0, r1, width, feature_major):
     """Rows r0..r1 of the (m, width) block of activations or deltas at ``work[off]``.
 
@@ -381,7 +381,7 @@ def _activations(work, off, r0, r1, width, feature_major):
 
 
 # -- the two halves of a step -----------------------------------------------------------------
-@njit
+@njit_inline
 def _gather_rows(X, y, T, order, start, r0, r1, batch, check, sizes, loss_kind, fm, layout, work,
                  iwork):  # fmt: skip
     """Rows r0..r1 of the batch starting at ``start`` in ``order`` (``batch`` rows in a full
@@ -400,7 +400,7 @@ def _gather_rows(X, y, T, order, start, r0, r1, batch, check, sizes, loss_kind, 
     return True
 
 
-@njit
+@njit_inline
 def _forward_rows(k0, r0, r1, sizes, w_off, b_off, codes, alphas, loss_kind, fm, params, layout,
                   work, zero_b):  # fmt: skip
     """Layers k0..L-1 forward on rows r0..r1 (layer k0's input rows already in place); returns
@@ -420,7 +420,7 @@ def _forward_rows(k0, r0, r1, sizes, w_off, b_off, codes, alphas, loss_kind, fm,
     return H
 
 
-@njit
+@njit_inline
 def _loss_rows(Y, r0, r1, m, sizes, codes, alphas, loss_kind, fm, layout, work, iwork):
     """The loss of rows r0..r1 (of a batch of ``m``) from their outputs Y, and its gradient
     at the last layer's pre-activation (its delta).  Returns (loss sum, correct)."""
@@ -446,7 +446,7 @@ def _loss_rows(Y, r0, r1, m, sizes, codes, alphas, loss_kind, fm, layout, work, 
     return total, correct
 
 
-@njit
+@njit_inline
 def _deltas_rows(k_stop, r0, r1, sizes, w_off, codes, alphas, loss_kind, fm, params, layout,
                  work):  # fmt: skip
     """On rows r0..r1, the deltas of layers L-2 down to k_stop-1 (for k = L-1 .. k_stop, the
@@ -558,7 +558,7 @@ def _update_pass(
 # A column range of a block, as a 2-D view, has a run-time inner stride to numba, and the
 # elementwise loops over it do not vectorise (the units build first ran 4% slower than the
 # rows build that way); the passes below take each row's piece as a contiguous 1-D slice.
-@njit
+@njit_inline
 def _row_piece(work, off, i, width, j0, j1):
     """Columns j0..j1 of row i of the (rows, width) row-major block at ``work[off]``, as a
     contiguous (1, j1 - j0) block."""
@@ -614,14 +614,14 @@ def _input_grad_units(k, c, n_chunks, m, sizes, w_off, codes, alphas, params, la
 
 
 # -- the drivers -------------------------------------------------------------------------------
-@njit
+@njit_inline
 def _borrow8(a, b, c, d, e, f, g, h):
     """``borrowed`` of eight arrays (see the drivers)."""
     return (borrowed(a), borrowed(b), borrowed(c), borrowed(d), borrowed(e), borrowed(f),
             borrowed(g), borrowed(h))  # fmt: skip
 
 
-@njit
+@njit_inline
 def _start(stats, n_chunks, sizes, layout, work):
     """Zero the totals in ``stats``; returns the per-chunk part of ``stats`` and the zero bias
     (of layers without one), zeroed."""
@@ -638,7 +638,7 @@ def _start(stats, n_chunks, sizes, layout, work):
     return stats[N_STATS : N_STATS + 3 * n_chunks], zero_b
 
 
-@njit
+@njit_inline
 def _step_totals(part, n_chunks, stats):
     """Adds a step's per-chunk results (inputs finite, loss sum, correct: three slots of
     ``part`` per chunk) to ``stats``.  Returns False, and adds nothing, when the step must not
