@@ -6,6 +6,11 @@ import time
 
 import numpy as np
 
+import fastnn as fnn
+
+from .bench import add_parser as add_bench_parser
+from .bench import run as run_bench
+
 
 def _positive(kind):
     """argparse type: a number of ``kind`` (int or float) that is > 0."""
@@ -85,8 +90,6 @@ def train(args):
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    import fastnn as fnn
-
     if args.threads is not None:
         fnn.set_num_threads(args.threads)
     X, y = load_digits(return_X_y=True)
@@ -148,17 +151,10 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m fastnn", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
-    try:
-        from .bench import add_parser as add_bench_parser
-    except ImportError:
-        add_bench_parser = None
-    if add_bench_parser is not None:
-        add_bench_parser(sub)
+    add_bench_parser(sub)
     args = parser.parse_args(argv)
     if args.command == "train":
         return train(args)
-    from .bench import run as run_bench
-
     return run_bench(args)
 
 

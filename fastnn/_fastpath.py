@@ -23,6 +23,8 @@ from ._threads import (
     restore_blas_threads,
     single_threaded_blas,
 )
+from .losses import MSELoss, SoftmaxCrossEntropy
+from .optim import SGD, Adam, AdamW
 
 ENABLED = os.environ.get("FASTNN_FASTPATH", "1") != "0"
 
@@ -108,8 +110,6 @@ def feature_major_for(sizes):
 
 
 def _optimizer_kind(optimizer):
-    from .optim import SGD, Adam, AdamW
-
     kind = type(optimizer)
     if kind is SGD:
         return E.OPT_SGD
@@ -119,8 +119,6 @@ def _optimizer_kind(optimizer):
 
 
 def _loss_kind(loss, y):
-    from .losses import MSELoss, SoftmaxCrossEntropy
-
     kind = type(loss)
     if getattr(loss, "weight", None) is not None or getattr(loss, "label_smoothing", 0.0):
         return None  # class weights and label smoothing run the *_weighted loss kernels

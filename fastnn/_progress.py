@@ -58,13 +58,15 @@ class ProgressBar:
             text += f" - loss {loss:.4f}"
         return text
 
-    def update(self, done, loss=None, now=None):
-        """Redraw if ``INTERVAL`` seconds passed since the last draw (or the epoch's start)."""
+    def update(self, done, loss=None, now=None, excluded=0.0):
+        """Redraw if ``INTERVAL`` seconds passed since the last draw (or the epoch's start).
+        ``excluded`` seconds of the epoch (kernel compilation) are left out of the rate and the
+        time left."""
         now = time.perf_counter() if now is None else now
         if now - self.last_draw < INTERVAL:
             return False
         self.last_draw = now
-        text = self.render(done, now - self.start, loss)
+        text = self.render(done, now - self.start - excluded, loss)
         pad = max(0, self.drawn - len(text))
         self.stream.write("\r" + text + " " * pad)
         self.stream.flush()

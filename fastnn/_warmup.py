@@ -1,6 +1,13 @@
 """Compile (or load from the on-disk cache) the kernels a typical fit uses, ahead of time."""
 
+import time
+
 import numpy as np
+
+from .layers import Linear, ReLU
+from .losses import MSELoss, SoftmaxCrossEntropy
+from .model import Sequential
+from .optim import SGD, Adam
 
 
 def warmup(dtypes=("float32", "float64")):
@@ -9,10 +16,6 @@ def warmup(dtypes=("float32", "float64")):
     The first call after installation compiles (tens of seconds); later processes load the
     cached machine code.  Returns the seconds it took.
     """
-    import time
-
-    from . import SGD, Adam, Linear, MSELoss, ReLU, Sequential, SoftmaxCrossEntropy
-
     t0 = time.perf_counter()
     rng = np.random.default_rng(0)
     for dt in dtypes:

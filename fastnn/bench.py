@@ -33,6 +33,8 @@ import warnings
 
 import numpy as np
 
+import fastnn as fnn
+
 print = functools.partial(print, flush=True)  # noqa: A001  (progress shows when piped)
 
 DEFAULT_SHAPES = (
@@ -119,8 +121,6 @@ def he_weights(sizes, dtype, seed=0):
 
 # -- contenders: each is a factory returning a zero-argument "one epoch" callable ---------------
 def fastnn_mlp(sizes, dtype, activation):
-    import fastnn as fnn
-
     layers = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(fnn.Linear(a, b, dtype=dtype, seed=i))
@@ -142,8 +142,6 @@ def torch_mlp(sizes, dtype, activation):
 
 
 def make_fastnn(sizes, batch, X, y, dtype, activation="relu"):
-    import fastnn as fnn
-
     model = fastnn_mlp(sizes, dtype, activation)
     loss = fnn.SoftmaxCrossEntropy()
     opt = fnn.SGD(model.parameters(), lr=LEARNING_RATE)
@@ -395,8 +393,6 @@ def interleaved(runs, repeats, warmup=1, pause=PAUSE_SECONDS):
 
 def set_threads(threads):
     """Same thread count for numba, every BLAS pool (threadpoolctl) and torch."""
-    import fastnn as fnn
-
     try:
         import torch
 

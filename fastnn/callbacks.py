@@ -28,32 +28,10 @@ import numbers
 import os
 import warnings
 
+from ._callback import Callback
+from .io import capture, restore, save
 
-class Callback:
-    """Base class: every hook does nothing."""
-
-    model = None
-    optimizer = None
-
-    def set_context(self, model, optimizer):
-        self.model = model
-        self.optimizer = optimizer
-
-    def on_train_begin(self, logs=None):
-        pass
-
-    def on_train_end(self, logs=None):
-        pass
-
-    def on_epoch_begin(self, epoch, logs=None):
-        pass
-
-    def on_epoch_end(self, epoch, logs=None):
-        """``logs`` holds this epoch's metrics (loss, accuracy, val_loss, ...).  Return True to
-        stop training after this epoch."""
-
-    def on_batch_end(self, batch, logs=None):
-        pass
+__all__ = ["Callback", "CSVLogger", "EarlyStopping", "LambdaCallback", "ModelCheckpoint"]
 
 
 class _Monitor:
@@ -153,8 +131,6 @@ class EarlyStopping(Callback):
             self._monitor.best = value
             self.best, self.best_epoch, self.wait = value, epoch, 0
             if self.restore_best:
-                from .io import capture
-
                 self._best_arrays = capture(self.model)
             return False
         self.wait += 1
@@ -166,8 +142,6 @@ class EarlyStopping(Callback):
 
     def on_train_end(self, logs=None):
         if self.restore_best and self._best_arrays is not None:
-            from .io import restore
-
             restore(self.model, self._best_arrays)
 
     def __repr__(self):
@@ -227,8 +201,6 @@ class ModelCheckpoint(Callback):
                 f"ModelCheckpoint: cannot format path {self.path!r} with epoch and "
                 f"{sorted(logs)}: {exc!r}"
             ) from None
-        from .io import save
-
         save(path, self.model, self.optimizer if self.save_optimizer else None)
         self.saved.append(path)
         return False

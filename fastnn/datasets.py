@@ -10,6 +10,8 @@ import os
 
 import numpy as np
 
+from ._validation import check_dtype, check_number, check_positive_int
+
 __all__ = ["load_iris", "load_digits", "load_idx", "load_mnist", "make_memmap_dataset"]
 
 
@@ -229,8 +231,6 @@ def make_memmap_dataset(
     -------
     (X_path, y_path) : the two file paths.
     """
-    from ._validation import check_dtype, check_number, check_positive_int
-
     n_samples = check_positive_int(n_samples, "n_samples")
     n_features = check_positive_int(n_features, "n_features")
     n_classes = check_positive_int(n_classes, "n_classes")

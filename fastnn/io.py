@@ -21,6 +21,11 @@ import tempfile
 
 import numpy as np
 
+from . import layers, optim
+from .layers import Layer
+from .model import Sequential
+from .optim import Optimizer
+
 FORMAT = "fastnn"
 FORMAT_VERSION = 1
 META_KEY = "__fastnn__"
@@ -34,8 +39,6 @@ def register_layer(cls):
     Subclasses of :class:`~fastnn.Layer` that are imported when ``load`` runs are found
     without registering; registering makes the lookup explicit and wins on name clashes.
     """
-    from .layers import Layer
-
     if not (isinstance(cls, type) and issubclass(cls, Layer)):
         raise TypeError(f"cls must be a subclass of fastnn.Layer, got {cls!r}")
     _extra_layers[cls.__name__] = cls
@@ -52,10 +55,6 @@ def _subclasses(base):
 
 
 def _layer_classes():
-    from . import layers
-    from .layers import Layer
-    from .model import Sequential
-
     table = _subclasses(Layer)
     for name in dir(layers):  # fastnn's own layers win over same-named user classes
         obj = getattr(layers, name)
@@ -67,9 +66,6 @@ def _layer_classes():
 
 
 def _optimizer_classes():
-    from . import optim
-    from .optim import Optimizer
-
     table = _subclasses(Optimizer)
     for name in dir(optim):
         obj = getattr(optim, name)
@@ -81,8 +77,6 @@ def _optimizer_classes():
 # -- writing -----------------------------------------------------------------------------------
 def _describe(layer, path, arrays):
     """JSON-able spec of ``layer`` (recursing into Sequential); its arrays go into ``arrays``."""
-    from .model import Sequential
-
     spec = {"type": type(layer).__name__}
     if isinstance(layer, Sequential):
         spec["layers"] = [
@@ -121,9 +115,6 @@ def save(path, model, optimizer=None):
         Saved with its hyper-parameters, ``step_count`` and state buffers (momentum, Adam
         moments), for :func:`load_optimizer`.
     """
-    from .layers import Layer
-    from .optim import Optimizer
-
     if not isinstance(model, Layer):
         raise TypeError(f"model must be a fastnn Layer or Sequential, got {type(model).__name__}")
     if optimizer is not None and not isinstance(optimizer, Optimizer):
@@ -233,8 +224,6 @@ def _build(spec, path, arrays, where):
 
 def _fill(layer, spec, path, arrays, where):
     """Copy saved parameters and state into a rebuilt layer tree (after Sequential packed it)."""
-    from .model import Sequential
-
     if isinstance(layer, Sequential):
         for i, (child, child_spec) in enumerate(zip(layer.layers, spec["layers"], strict=True)):
             _fill(child, child_spec, f"{path}.{i}" if path else str(i), arrays, where)
@@ -312,8 +301,6 @@ def load_optimizer(path, model):
     model : Layer
         The model the optimizer updates, typically ``fastnn.load(path)``.
     """
-    from .layers import Layer
-
     if not isinstance(model, Layer):
         raise TypeError(f"model must be a fastnn Layer or Sequential, got {type(model).__name__}")
     meta, arrays = _read(path)

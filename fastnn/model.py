@@ -10,11 +10,13 @@ import numpy as np
 
 from fastnn import kernels as K
 
+from ._compile import announcing
 from ._threads import pick
 from ._validation import check_finite, check_positive_int, check_X
 from .layers import Layer, Linear
 from .layers._base import BufferCache
 from .parameter import FlatParameters
+from .training import fit as _fit
 
 
 class _DenseStage:
@@ -164,6 +166,7 @@ class Sequential(Layer):
         return g if need_input_grad else None
 
     # -- inference ---------------------------------------------------------------------------
+    @announcing("inference kernels")
     def predict(self, X, batch_size=4096):
         """Model output for ``X`` (a new array), computed in chunks of ``batch_size`` rows.
 
@@ -267,9 +270,7 @@ class Sequential(Layer):
         and returns the History so far with ``history.interrupted = True``; a second Ctrl-C
         stops at once, rolling the parameters back to the start of the epoch.
         """
-        from .training import fit
-
-        return fit(
+        return _fit(
             self,
             X,
             y,

@@ -8,6 +8,10 @@ import numpy as np
 
 from fastnn import kernels as K
 
+from ._callback import Callback
+from ._compile import announcing, compile_seconds, report
+from ._fastpath import fast_runner
+from ._plot import plot_history
 from ._progress import ProgressBar, SigintGuard, isatty
 from ._threads import pick
 from ._validation import (
@@ -19,7 +23,9 @@ from ._validation import (
     check_X,
     nonfinite_message,
 )
-from .callbacks import Callback
+from .losses import Loss, check_sample_weight
+from .optim import Optimizer
+from .optim.schedules import LRScheduler
 
 
 class TrainingDivergedError(FloatingPointError):
@@ -62,8 +68,6 @@ class History:
         matplotlib.figure.Figure
             Needs matplotlib (``pip install fastnn[plot]``).
         """
-        from ._plot import plot_history
-
         return plot_history(self, path=path, metrics=metrics)
 
     def __repr__(self):
@@ -74,9 +78,6 @@ class History:
 def _check_fit_args(model, X, y, loss, optimizer, epochs, batch_size, finite_X=True):
     """The checked (X, y, labels, epochs, batch_size) of a fit, and whether X was checked for
     NaN and inf (always for a memory map, else only with ``finite_X``)."""
-    from .losses import Loss
-    from .optim import Optimizer
-
     if not isinstance(loss, Loss):
         raise TypeError(f"loss must be a fastnn loss (e.g. SoftmaxCrossEntropy()), got {loss!r}")
     if not isinstance(optimizer, Optimizer):
@@ -203,8 +204,6 @@ class EpochRunner:
 
 def make_runner(model, X, y, labels, loss, optimizer, batch_size, sample_weight=None):
     """The compiled fast path's runner when it applies (fastnn._fastpath), else EpochRunner."""
-    from ._fastpath import fast_runner
-
     runner = fast_runner(model, X, y, labels, loss, optimizer, batch_size, sample_weight)
     if runner is None:
         runner = EpochRunner(model, X, y, labels, loss, optimizer, batch_size, sample_weight)
@@ -275,8 +274,6 @@ def _check_X_data(model, X, name, finite=True):
 def _fit_sample_weight(sample_weight, n_train, split_val, dtype):
     """Checked per-sample weights for the training part (None when not given).  With
     validation_split the weights cover all samples and are split like X (Keras)."""
-    from .losses import check_sample_weight
-
     if sample_weight is None:
         return None
     n_all = n_train + (len(split_val[0]) if split_val is not None else 0)
@@ -346,8 +343,6 @@ class _CallbackList:
         # Learning-rate schedules step first at each epoch's end, so that what later callbacks
         # see (a ModelCheckpoint saving the optimizer, a logger) already has the next epoch's
         # lr and the schedule's new state, whatever the order of the list.
-        from .optim.schedules import LRScheduler
-
         self.callbacks = sorted(callbacks, key=lambda cb: not isinstance(cb, LRScheduler))
         self.model, self.optimizer = model, optimizer
         # Batch hooks cost a Python call per batch; without them fit runs batches in chunks.
@@ -386,6 +381,7 @@ class _CallbackList:
 CHUNK_SECONDS = 0.1
 
 
+@announcing("training kernels")
 def fit(
     model,
     X,
@@ -478,6 +474,7 @@ def fit(
                     # initial_epoch=k shuffles exactly as an uninterrupted one would.
                     K.data.shuffled_order(order, _epoch_key(base_seed, epoch))
                 t0 = time.perf_counter()
+                c0 = compile_seconds()  # an epoch's time and rate leave compilation out
                 bar = ProgressBar(n, sys.stdout, t0) if show_bar else None
                 total, correct, done, b, chunk = 0.0, 0, 0, 0, 1
                 while b < runner.n_batches:
@@ -520,7 +517,7 @@ def fit(
                         cbs.batch_end(b, blogs)
                     b = last
                     if bar is not None:
-                        bar.update(done, total / done)
+                        bar.update(done, total / done, excluded=compile_seconds() - c0)
                     if guard.fired:
                         raise KeyboardInterrupt
                     if model.stop_training:
@@ -539,7 +536,7 @@ def fit(
                         f"keeps the parameters from the end of epoch {epoch}. Try a smaller "
                         "learning rate or standardise the inputs."
                     )
-                seconds = time.perf_counter() - t0
+                seconds = time.perf_counter() - t0 - (compile_seconds() - c0)
                 if bar is not None:
                     bar.clear()
                 logs = {"loss": total / done}
@@ -549,6 +546,7 @@ def fit(
                     vlogs = evaluate(model, val[0], val[1], val[2], loss)
                     logs.update({"val_" + k: v for k, v in vlogs.items()})
                 logs["samples_per_second"] = done / seconds if seconds > 0 else float("inf")
+                report()  # the compile notice's "compiled in" line, before the epoch's
                 stop = cbs.epoch_end(epoch, logs)  # callbacks may add entries (e.g. "lr")
                 history.append(epoch, logs)
                 if verbose:

@@ -13,8 +13,8 @@ import math
 import numbers
 import warnings
 
+from .._callback import Callback
 from .._validation import check_number, check_positive_int
-from ..callbacks import Callback
 from ._base import Optimizer
 
 

@@ -17,6 +17,8 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from threadpoolctl import threadpool_limits
 
+from fastnn import sklearn as fn
+
 #: (learning_rate_init) per solver: scikit-learn's default for adam, a common one for sgd
 LEARNING_RATES = {"sgd": 0.01, "adam": 0.001}
 DATASETS = ("digits", "iris", "regression")
@@ -46,8 +48,6 @@ def load(name, seed=0):
 def estimators(name, solver, max_iter, seed=0):
     """(fastnn estimator, scikit-learn estimator) with identical parameters."""
     from sklearn import neural_network as sk
-
-    from fastnn import sklearn as fn
 
     kind = "MLPRegressor" if name == "regression" else "MLPClassifier"
     params = dict(
