@@ -71,14 +71,13 @@ def _numpy_gemm_addresses():
 
 def _register_gemm():
     found = None if os.environ.get("FASTNN_BLAS") == "scipy" else _numpy_gemm_addresses()
-    s_scipy = get_cython_function_address("scipy.linalg.cython_blas", "sgemm")
-    d_scipy = get_cython_function_address("scipy.linalg.cython_blas", "dgemm")
-    # The names used before int64 arguments: kernels cached on disk by an older fastnn call
-    # these with int32 arguments, so they must keep pointing at an LP64 library.
-    ll.add_symbol("fastnn_sgemm", s_scipy)
-    ll.add_symbol("fastnn_dgemm", d_scipy)
     if found is None:
-        found = ("scipy.linalg.cython_blas", s_scipy, d_scipy)
+        # SciPy's LP64 BLAS: imported only here, since scipy.linalg costs ~150 ms of import
+        found = (
+            "scipy.linalg.cython_blas",
+            get_cython_function_address("scipy.linalg.cython_blas", "sgemm"),
+            get_cython_function_address("scipy.linalg.cython_blas", "dgemm"),
+        )
     path, s_addr, d_addr = found
     ll.add_symbol("fastnn_sgemm_i64", s_addr)
     ll.add_symbol("fastnn_dgemm_i64", d_addr)
