@@ -18,10 +18,9 @@ import numpy as np
 from fastnn.kernels import epoch as E
 
 from ._threads import (
-    blas_libraries,
     get_num_threads,
-    restore_blas_threads,
-    single_threaded_blas,
+    hold_blas_threads,
+    release_blas_threads,
 )
 from .losses import MSELoss, SoftmaxCrossEntropy
 from .optim import SGD, Adam, AdamW
@@ -212,7 +211,6 @@ class FastEpochRunner:
         # per-chunk partial results follow the totals (``run`` sizes it for its chunk count)
         self.stats = np.zeros(E.N_STATS + 3, np.float64)
         self._chunks = [0, 1]  # a thread count and its chunks per step
-        self._blas_threads = [0] * blas_libraries()  # their thread counts, while set to one
         self.params, self.grads = flat.data, flat.grad
         state = optimizer.state[0]
         if opt_kind == E.OPT_SGD:
@@ -252,13 +250,12 @@ class FastEpochRunner:
         if self.stats.size < E.N_STATS + 3 * chunks:
             self.stats = np.zeros(E.N_STATS + 3 * chunks, np.float64)
         if chunks > 1:
-            saved = self._blas_threads
-            single_threaded_blas(saved)
+            hold_blas_threads(1)
             try:
                 kernel = E.train_batches_units if self.split_units else E.train_batches_parallel
                 self._call(kernel, order, first, last, chunks)
             finally:
-                restore_blas_threads(saved)
+                release_blas_threads()
         else:
             self._call(E.train_batches, order, first, last, 1)
         opt.step_count += int(self.stats[E.S_STEPS])

@@ -3,6 +3,7 @@
 import ctypes
 import numbers
 import os
+import threading
 
 import numba
 from threadpoolctl import ThreadpoolController, threadpool_limits
@@ -122,25 +123,47 @@ def _controls():
 
 
 def blas_libraries():
-    """How many BLAS libraries ``single_threaded_blas`` sets (the length of its list)."""
+    """How many BLAS libraries ``hold_blas_threads`` sets."""
     return len(_controls())
 
 
-def single_threaded_blas(saved):
-    """Set every BLAS library in the process to one thread, keeping the counts they had in the
-    list ``saved`` (of ``blas_libraries()`` elements) for ``restore_blas_threads``.  The fit
-    kernel's parallel build calls BLAS from each of its own threads.  A few C calls each way
-    (4 us), and nothing allocated: fit does this once per chunk of batches (once per batch
-    with callbacks that want batches), and its steps are checked to allocate nothing."""
-    for i, (get, set_) in enumerate(_controls()):
-        saved[i] = get()
-        set_(1)
+# BLAS thread counts are process-wide, so calls that change them from several Python threads
+# at once must agree: the first call to hold them saves the user's counts, every call sets the
+# count it needs, and the last to let go restores the saved counts (a second fit that saved
+# "1" while the first held BLAS at one thread would otherwise restore 1 for good).
+_hold_lock = threading.Lock()
+_hold = {"depth": 0, "saved": None}
 
 
-def restore_blas_threads(saved):
-    """Undo ``single_threaded_blas``."""
-    for i, (_, set_) in enumerate(_controls()):
-        set_(saved[i])
+def hold_blas_threads(n=1):
+    """Set every BLAS library in the process to ``n`` threads until the matching
+    ``release_blas_threads``.  The fit kernel's parallel build calls BLAS from each of its
+    own threads, with one BLAS thread each.  A few C calls (4 us) and nothing allocated after
+    the first call: fit does this once per chunk of batches, and its steps are checked to
+    allocate nothing."""
+    controls = _controls()
+    with _hold_lock:
+        if _hold["depth"] == 0:
+            saved = _hold["saved"]
+            if saved is None or len(saved) != len(controls):
+                saved = _hold["saved"] = [0] * len(controls)
+            for i, (get, _) in enumerate(controls):
+                saved[i] = get()
+        _hold["depth"] += 1
+        for _, set_ in controls:
+            set_(n)
+
+
+def release_blas_threads():
+    """Undo one ``hold_blas_threads``: the last holder restores the counts the first saved."""
+    controls = _controls()
+    with _hold_lock:
+        if _hold["depth"] == 0:
+            return
+        _hold["depth"] -= 1
+        if _hold["depth"] == 0:
+            for i, (_, set_) in enumerate(controls):
+                set_(_hold["saved"][i])
 
 
 def pick(serial, parallel, work):

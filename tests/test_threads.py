@@ -1,5 +1,6 @@
 """Calls from several Python threads at once (the kernels release the GIL), and thread control."""
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -9,6 +10,7 @@ from conftest import kernel
 from threadpoolctl import threadpool_info
 
 import fastnn as fnn
+from fastnn import _fastpath, _threads
 
 
 def _model(dtype=np.float32):
@@ -158,3 +160,46 @@ def test_fastnn_num_threads_environment_variable(value, want):
         text=True,
     )
     assert bad.returncode != 0 and "FASTNN_NUM_THREADS must be a positive integer" in bad.stderr
+
+
+def test_concurrent_holds_restore_the_users_blas_threads(restore_threads):
+    """Many Python threads hold and release BLAS at one thread, interleaved at random: after
+    the last release every library has the count it had before (issue 22, item 4)."""
+    fnn.set_num_threads(2)
+    before = _blas_limits()
+    assert 2 in before.values()
+    rng = np.random.default_rng(0)
+    delays = rng.uniform(0, 2e-3, size=(8, 20))
+
+    def worker(i):
+        for d in delays[i]:
+            _threads.hold_blas_threads(1)
+            time.sleep(d)
+            _threads.release_blas_threads()
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(worker, range(8)))
+    assert _blas_limits() == before
+
+
+def test_two_fits_in_two_threads_restore_the_users_blas_threads(monkeypatch, restore_threads):
+    """Two fits on the data-parallel build (which sets BLAS to one thread around each chunk)
+    from two Python threads, ten times: BLAS keeps the user's count afterwards."""
+    monkeypatch.setattr(_fastpath, "chunks_for", lambda *args: 2)
+    fnn.set_num_threads(2)
+    before = _blas_limits()
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((512, 20)).astype(np.float32)
+    y = rng.integers(0, 3, 512)
+
+    def fit(seed):
+        model = fnn.Sequential(fnn.Linear(20, 32, seed=seed), fnn.ReLU(), fnn.Linear(32, 3))
+        opt = fnn.SGD(model.parameters(), lr=0.05)
+        model.fit(X, y, loss=fnn.SoftmaxCrossEntropy(), optimizer=opt, epochs=3, verbose=0)
+        return model
+
+    for _ in range(10):
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(fit, (0, 1)))
+        after = _blas_limits()  # (libraries loaded meanwhile, like SciPy's, are not compared)
+        assert {lib: after[lib] for lib in before} == before
