@@ -166,6 +166,59 @@ def release_blas_threads():
                 set_(_hold["saved"][i])
 
 
+# -- other threads of the process that are running now ----------------------------------------
+# A NumPy product leaves OpenBLAS's worker threads spinning for about 0.1 s after it returns
+# (its THREAD_TIMEOUT: 2**28 cycles), torch's OpenMP workers likewise.  A parallel fastnn
+# kernel started in that window runs its threads on cores the spinners hold, and each of its
+# parallel regions waits at its end for the thread the scheduler put aside: one 784-100-10@64
+# epoch took 2.2-2.6x its time alone right after a 512x512 product.  fit therefore looks, at
+# the start of each chunk of batches in its first CONTENTION_WINDOW seconds, for other threads
+# of the process that are running (state R in /proc), and runs that chunk on the cores they
+# leave free; the chunking of the work, and so every result, stays what the thread setting
+# gives.  A scan costs ~30 us (Linux; elsewhere nothing is found and nothing changes).
+CONTENTION_WINDOW = 0.15
+_TASKS = "/proc/self/task"
+
+
+def busy_threads():
+    """How many other threads of this process are running or runnable now (Linux; 0 where
+    /proc is not available)."""
+    try:
+        tids = os.listdir(_TASKS)
+    except OSError:
+        return 0
+    me = str(threading.get_native_id())
+    busy = 0
+    for tid in tids:
+        if tid == me:
+            continue
+        try:
+            with open(f"{_TASKS}/{tid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:  # the thread ended meanwhile
+            continue
+        end = stat.rfind(b")")  # the state follows the command name, which may hold spaces
+        if stat[end + 2 : end + 3] == b"R":
+            busy += 1
+    return busy
+
+
+def _cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def free_threads(threads):
+    """Threads worth running now: ``threads``, or fewer when other threads of the process are
+    running on the cores (at least one)."""
+    busy = busy_threads()
+    if busy == 0:
+        return threads
+    return max(1, min(threads, _cores() - busy))
+
+
 def pick(serial, parallel, work):
     """The parallel build of a kernel when more than one thread is set and ``work`` (elements
     touched) is large enough to pay for waking the pool; the serial build otherwise."""

@@ -1,5 +1,7 @@
 """Calls from several Python threads at once (the kernels release the GIL), and thread control."""
 
+import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -203,3 +205,57 @@ def test_two_fits_in_two_threads_restore_the_users_blas_threads(monkeypatch, res
             list(pool.map(fit, (0, 1)))
         after = _blas_limits()  # (libraries loaded meanwhile, like SciPy's, are not compared)
         assert {lib: after[lib] for lib in before} == before
+
+
+def test_busy_threads_sees_a_spinning_thread():
+    """A Python thread spinning in a loop is seen as running; once it stops, it is not."""
+    if not os.path.isdir("/proc/self/task"):
+        pytest.skip("needs Linux's /proc to see other threads' states")
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            pass
+
+    quiet = min(_threads.busy_threads() for _ in range(20))
+    worker = threading.Thread(target=spin)
+    worker.start()
+    try:
+        time.sleep(0.05)
+        # the GIL lets the spinner run only part of the time: look a few times
+        seen = max(_threads.busy_threads() for _ in range(200))
+    finally:
+        stop.set()
+        worker.join()
+    assert seen >= quiet + 1
+
+
+def test_a_busy_process_gets_the_same_fit(monkeypatch, restore_threads):
+    """fit's data-parallel build run on fewer threads while others spin (free_threads) keeps
+    its chunks, so the parameters are bit-identical, and the thread setting comes back."""
+    monkeypatch.setattr(_fastpath, "chunks_for", lambda *args: 2)
+    fnn.set_num_threads(2)
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((600, 20)).astype(np.float32)
+    y = rng.integers(0, 3, 600)
+
+    def fit():
+        model = fnn.Sequential(fnn.Linear(20, 32, seed=0), fnn.ReLU(), fnn.Linear(32, 3, seed=1))
+        opt = fnn.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        model.fit(X, y, loss=fnn.SoftmaxCrossEntropy(), optimizer=opt, epochs=2, seed=0, verbose=0)
+        return [p.data.copy() for p in model.parameters()]
+
+    calm = fit()
+    seen = []
+
+    def busy(threads):
+        seen.append(threads)
+        return 1
+
+    monkeypatch.setattr(_fastpath, "CONTENTION_WINDOW", 1e9)  # every chunk looks
+    monkeypatch.setattr(_fastpath, "free_threads", busy)
+    crowded = fit()
+    assert seen and all(t == 2 for t in seen)
+    assert numba.get_num_threads() == 2
+    for a, b in zip(calm, crowded, strict=True):
+        np.testing.assert_array_equal(a, b)
