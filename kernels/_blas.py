@@ -33,7 +33,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import get_cython_function_address, intrinsic
 
-from ._config import njit
+from ._config import njit, njit_inline
 
 #: symbol names of ``sgemm``/``dgemm`` in the BLAS builds NumPy ships with, best first
 _NUMPY_GEMM_SYMBOLS = (
@@ -124,7 +124,7 @@ def _leading_dim(A):
     return np.int64(max(A.shape[1], 1))
 
 
-@njit
+@njit_inline
 def gemm(trans_a, trans_b, alpha, A, B, beta, C):
     """Row-major ``C = alpha * op(A) @ op(B) + beta * C`` through BLAS.
 
@@ -135,6 +135,14 @@ def gemm(trans_a, trans_b, alpha, A, B, beta, C):
     true.  Row-major ``C = op(A) op(B)`` is column-major ``C.T = op(B).T op(A).T``, so the
     operands are handed to Fortran swapped.
     """
+    # (inlined into its callers, so that the flags reach ``_gemm`` as run-time booleans: a
+    # constant True or False would make numba compile ``_gemm`` once per combination)
+    _gemm(bool(trans_a), bool(trans_b), float(alpha), A, B, float(beta), C)
+
+
+@njit
+def _gemm(trans_a, trans_b, alpha, A, B, beta, C):
+    """``gemm`` with its flags typed as plain booleans."""
     m, n = C.shape
     k = A.shape[0] if trans_a else A.shape[1]
     if m == 0 or n == 0:
