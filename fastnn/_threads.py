@@ -232,12 +232,31 @@ def pick(serial, parallel, work):
 
 
 def _threads_from_env():
-    """Apply ``FASTNN_NUM_THREADS`` (if set) as ``set_num_threads`` would; called on import."""
+    """Thread counts from the environment, applied on import (for the importing thread):
+
+    - ``FASTNN_NUM_THREADS=n`` does ``set_num_threads(n)``: numba's kernels and every BLAS
+      library use n threads.  It wins over everything below.
+    - otherwise ``OMP_NUM_THREADS=n`` caps fastnn's kernels at n threads, as it caps torch's
+      and (when ``OPENBLAS_NUM_THREADS`` is unset) OpenBLAS's; BLAS keeps what its library
+      read itself (``OPENBLAS_NUM_THREADS``, else ``OMP_NUM_THREADS``, else all cores).
+    - ``NUMBA_NUM_THREADS`` caps numba's pool (numba's own rule) in every case.
+    """
     value = os.environ.get("FASTNN_NUM_THREADS", "").strip()
-    if not value:
+    if value:
+        try:
+            n = int(value)
+        except ValueError:
+            raise ValueError(
+                f"FASTNN_NUM_THREADS must be a positive integer, got {value!r}"
+            ) from None
+        set_num_threads(n)
         return
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip().split(",")[0]  # "4,2": nested levels
     try:
-        n = int(value)
-    except ValueError:
-        raise ValueError(f"FASTNN_NUM_THREADS must be a positive integer, got {value!r}") from None
-    set_num_threads(n)
+        n = int(omp)
+    except ValueError:  # unset or not a number: OpenMP itself ignores it too
+        return
+    if n >= 1:
+        if not _state["pool_ready"]:
+            _start_thread_pool()
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))

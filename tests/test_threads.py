@@ -1,6 +1,8 @@
 """Calls from several Python threads at once (the kernels release the GIL), and thread control."""
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -151,6 +153,8 @@ def test_fastnn_num_threads_environment_variable(value, want):
         "print(numba.get_num_threads(), max(blas))\n"
     )
     env = dict(os.environ, FASTNN_NUM_THREADS=value, NUMBA_NUM_THREADS="2")
+    env.pop("OMP_NUM_THREADS", None)
+    env.pop("OPENBLAS_NUM_THREADS", None)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     if want is not None:
@@ -259,3 +263,33 @@ def test_a_busy_process_gets_the_same_fit(monkeypatch, restore_threads):
     assert numba.get_num_threads() == 2
     for a, b in zip(calm, crowded, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "env,want",
+    [
+        ({"OMP_NUM_THREADS": "1"}, "1 1"),  # numba follows OMP, OpenBLAS read it itself
+        ({"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "2"}, "1 2"),
+        ({"OMP_NUM_THREADS": "1", "FASTNN_NUM_THREADS": "2"}, "2 2"),  # fastnn's wins
+        ({"OPENBLAS_NUM_THREADS": "1"}, "2 1"),  # BLAS only
+        ({"OMP_NUM_THREADS": "junk"}, "2 2"),
+    ],
+)
+def test_thread_environment_variables_precedence(env, want):
+    """FASTNN_NUM_THREADS > OMP_NUM_THREADS for fastnn's kernels; OpenBLAS's own variables for
+    BLAS unless FASTNN_NUM_THREADS sets it (fastnn._threads._threads_from_env)."""
+    code = (
+        "import fastnn, numba\n"
+        "from threadpoolctl import threadpool_info\n"
+        "blas = {i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'}\n"
+        "print(numba.get_num_threads(), max(blas))\n"
+    )
+    full = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "FASTNN_NUM_THREADS")
+    }
+    full.update(env, NUMBA_NUM_THREADS="2")
+    out = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == want.split()
