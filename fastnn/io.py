@@ -11,15 +11,26 @@ The file holds only plain arrays, so ``np.load(path, allow_pickle=False)`` reads
 - ``model/<path>/state/<name>``: a layer's non-parameter state (``state_arrays()``);
 - ``optimizer/<g>/<name>``: the optimizer's state buffer ``<name>`` of parameter group ``g``.
 
-Files are written to a temporary file in the target folder and moved into place with
-``os.replace``, so a crash never leaves a half-written checkpoint under the real name.
+Files are written to one temporary file per target (``.<name>.fastnn-tmp`` in the target's
+folder, locked while written) and moved into place with ``os.replace``, so a crash never leaves
+a half-written checkpoint under the real name, and the next save to that target reuses the
+temporary file a killed process left.
+
+Reading treats every file as untrusted (see :func:`load`): sizes are checked before anything
+is allocated, only the entries the format needs are read, and a malformed file raises a
+ValueError naming the file and what is wrong.
 """
 
+import hashlib
 import json
 import math
 import os
 import re
-import tempfile
+
+try:  # POSIX: a save holds a lock on its temporary file while it writes it
+    import fcntl
+except ImportError:  # pragma: no cover (Windows)
+    fcntl = None
 
 import numpy as np
 
@@ -144,11 +155,52 @@ def save(path, model, optimizer=None):
         raise TypeError(f"cannot save: a get_config() value is not JSON ({exc})") from None
     arrays[META_KEY] = np.array(text)  # 0-d unicode array: loads without pickle
 
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".tmp", dir=folder)
+    _write_atomically(path, lambda f: np.savez(f, **arrays))
+    return path
+
+
+def temporary_name(path):
+    """The one temporary file a save to ``path`` writes: ``.<name>.fastnn-tmp`` next to it (a
+    hash of the name when that would be too long for the file system)."""
+    folder, name = os.path.split(os.path.abspath(path))
+    if len(name) > 200:
+        name = hashlib.sha256(name.encode("utf-8", "surrogateescape")).hexdigest()
+    return os.path.join(folder, f".{name}.fastnn-tmp")
+
+
+def _write_atomically(path, write):
+    """Write through ``write(file)`` into the target's temporary file, then ``os.replace`` it
+    onto ``path``: the target is always the old or the new complete file.
+
+    The temporary name is derived from the target, so there is at most one per target, and a
+    save reuses (truncates) the one a killed process left.  A save holds an exclusive
+    ``flock`` on it from opening to renaming, so two saves to one target (threads or
+    processes) take turns instead of writing into each other's file; after waiting, a save
+    checks that the name still refers to the file it locked (the previous holder may have
+    renamed it onto the target) and starts over otherwise.
+    """
+    tmp = temporary_name(path)
+    while True:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
+        try:
+            if fcntl is not None:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+            try:
+                current = os.stat(tmp)
+            except FileNotFoundError:
+                current = None
+            mine = os.fstat(fd)
+            if current is None or (current.st_dev, current.st_ino) != (mine.st_dev, mine.st_ino):
+                os.close(fd)
+                continue  # renamed or removed while we waited: open the name afresh
+        except BaseException:
+            os.close(fd)
+            raise
+        break
     try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
+        os.ftruncate(fd, 0)  # what a killed save left
+        with os.fdopen(os.dup(fd), "wb") as f:
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -158,7 +210,8 @@ def save(path, model, optimizer=None):
         except OSError:
             pass
         raise
-    return path
+    finally:
+        os.close(fd)  # releases the lock
 
 
 # -- reading -----------------------------------------------------------------------------------
