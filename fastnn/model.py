@@ -178,6 +178,7 @@ class Sequential(Layer):
         # 784-100-10 predict of 100-110 ms
         narrows = isinstance(first, _DenseStage) and first.linear.n_out < first.linear.n_in
         X = check_X(X, "X", dtype=self.dtype, n_features=self.n_in, finite=not narrows)
+        batch_size = min(batch_size, X.shape[0])  # 2**70 is the whole X, not a kernel error
         out = np.empty((X.shape[0], self.n_out), self.dtype)
         buffers = BufferCache(max_shapes=2)
         for start in range(0, X.shape[0], batch_size):
