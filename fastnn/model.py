@@ -117,6 +117,10 @@ class Sequential(Layer):
             if isinstance(stage, _DenseStage):
                 stage.X = X
                 X = stage.A = stage.forward(X)
+            elif isinstance(stage, Sequential):
+                # checked input already; a non-finite activation inside is a divergence for
+                # fit to handle, not a bad argument
+                X = stage._forward(X)
             else:
                 X = stage.forward(X)
         self._out_shape = X.shape  # what backward's grad must match, whatever the last stage
@@ -203,6 +207,8 @@ class Sequential(Layer):
                     X = A
                 else:
                     X = stage.linear.forward_act(X, stage.code, stage.alpha, A)
+            elif isinstance(stage, Sequential):
+                X = stage._infer(X, BufferCache(max_shapes=1))  # its own names for buffers
             else:
                 X = stage.predict(X)
         return X
