@@ -11,7 +11,7 @@ import zlib
 
 import numpy as np
 
-from ._validation import check_dtype, check_number, check_positive_int
+from ._validation import check_dtype, check_fits_in_memory, check_number, check_positive_int
 
 __all__ = ["load_iris", "load_digits", "load_idx", "load_mnist", "make_memmap_dataset"]
 
@@ -286,6 +286,12 @@ def make_memmap_dataset(
     n_classes = check_positive_int(n_classes, "n_classes")
     dtype = check_dtype(dtype)
     noise = check_number(noise, "noise", low=0.0)
+    # class centres and one generated row (float64), the labels
+    check_fits_in_memory(
+        (n_classes + 1) * n_features * 8 + n_samples * 8,
+        f"make_memmap_dataset(n_samples={n_samples}, n_features={n_features}, "
+        f"n_classes={n_classes})",
+    )
     path = os.fspath(path)
     stem = path[:-4] if path.endswith(".npy") else path
     y_path = stem + "_labels.npy"

@@ -11,6 +11,7 @@ locally before a release)::
 """
 
 import os
+import re
 import threading
 
 import numpy as np
@@ -20,6 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import fastnn as fnn
+import fastnn.sklearn  # noqa: F401 (fnn.sklearn)
 
 settings.register_profile(
     "ci", max_examples=1500, deadline=None, suppress_health_check=list(HealthCheck)
@@ -205,6 +207,30 @@ def test_float16_memory_map_is_converted_per_batch(tmp_path):
         runs.append((model._flat.data.copy(), h.history["val_loss"]))
     np.testing.assert_allclose(runs[1][0], runs[0][0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(runs[1][1], runs[0][1], rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "make,word",
+    [
+        (lambda: fnn.Linear(10**6, 10**6), "Linear(n_in=1000000"),
+        (lambda: fnn.Linear(2**70, 3), "Linear(n_in="),
+        (lambda: fnn.LayerNorm(2**40), "LayerNorm"),
+        (lambda: fnn.BatchNorm1d(2**40), "BatchNorm1d"),
+        (lambda: fnn.datasets.make_memmap_dataset("/nonexistent/x.npy", 10, 2**40), "n_features"),
+        (
+            lambda: fnn.sklearn.MLPClassifier(hidden_layer_sizes=(2**40,), max_iter=1).fit(
+                np.ones((4, 3)), [0, 1, 0, 1]
+            ),
+            "hidden_layer_sizes",
+        ),  # fmt: skip
+        (lambda: fnn.Linear(3, 3, seed="x"), "seed"),
+    ],
+    ids=["linear-1e12", "linear-2^70", "layernorm", "batchnorm", "memmap", "sklearn", "seed"],
+)
+def test_sizes_beyond_the_machine_are_argument_errors(make, word):
+    """Failure 5's class: MemoryError / OverflowError from deep inside NumPy named nothing."""
+    with pytest.raises((ValueError, TypeError), match=re.escape(word)):
+        make()
 
 
 # -- failure 6: cross-entropy targets must be probability rows -------------------------------------
