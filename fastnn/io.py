@@ -428,7 +428,8 @@ def _load_layer(layer, spec, path, archive, heads):
 def _build(spec, path, where):
     """A layer tree from a checked description (see _check_spec)."""
     name = spec["type"]
-    cls = _layer_classes().get(name)
+    # private helpers (_Norm, _Elementwise) and the base class are not layers a file can name
+    cls = None if name.startswith("_") or name == "Layer" else _layer_classes().get(name)
     if cls is None:
         raise ValueError(
             f"{where}: unknown layer type {name!r}; import the module that defines it or "

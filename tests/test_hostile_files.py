@@ -296,6 +296,8 @@ def test_missing_version_and_future_version(tmp_path, good):
         lambda m: m["model"]["layers"][0]["config"].update(dtype="complex128"),
         lambda m: m["model"]["layers"][1]["config"].update(eps=float("inf")),
         lambda m: m["model"]["layers"][1]["config"].update(num_features=7),
+        lambda m: m["model"]["layers"][2].update(type="_Elementwise"),
+        lambda m: m["model"]["layers"][2].update(type="Layer"),
         lambda m: m.update(model=None),
         lambda m: m.update(model=[]),
     ],
@@ -319,6 +321,8 @@ def test_missing_version_and_future_version(tmp_path, good):
         "dtype-complex",
         "eps-inf",
         "bn-size",
+        "private-class",
+        "base-class",
         "no-model",
         "model-list",
     ],  # fmt: skip
