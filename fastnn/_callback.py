@@ -5,29 +5,31 @@ It lives below the optimizers and the training loop (``optim.schedules`` subclas
 ``io``; ``fastnn.callbacks`` re-exports it, which is where users find it.
 """
 
+from typing import Any
+
 
 class Callback:
     """Base class: every hook does nothing."""
 
-    model = None
-    optimizer = None
+    model: Any = None
+    optimizer: Any = None
 
-    def set_context(self, model, optimizer):
+    def set_context(self, model: Any, optimizer: Any) -> None:
         self.model = model
         self.optimizer = optimizer
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         pass
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         pass
 
-    def on_epoch_begin(self, epoch, logs=None):
+    def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         pass
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> bool | None:
         """``logs`` holds this epoch's metrics (loss, accuracy, val_loss, ...).  Return True to
         stop training after this epoch."""
 
-    def on_batch_end(self, batch, logs=None):
+    def on_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         pass

@@ -67,7 +67,7 @@ def _start_thread_pool():
         del os.environ["GOMP_SPINCOUNT"]
 
 
-def set_num_threads(n):
+def set_num_threads(n: int) -> None:
     """Use ``n`` threads for fastnn's kernels and for BLAS (numba's pool and every BLAS library
     threadpoolctl can see: NumPy's and SciPy's OpenBLAS), so the two never oversubscribe."""
     if isinstance(n, bool) or not isinstance(n, numbers.Integral):
@@ -83,7 +83,7 @@ def set_num_threads(n):
     _state["threads"] = n
 
 
-def get_num_threads():
+def get_num_threads() -> int:
     """Threads fastnn's kernels use (numba's setting for the calling thread)."""
     if not _state["pool_ready"]:
         _start_thread_pool()

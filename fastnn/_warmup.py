@@ -11,6 +11,7 @@ per group (and adds the scikit-learn drop-ins, which live above the core).
 """
 
 import time
+from collections.abc import Callable
 
 import numpy as np
 
@@ -125,7 +126,7 @@ def _units(dtype):
     return run
 
 
-def groups(all=False):
+def groups(all: bool = False) -> list[tuple[str, Callable[[], None]]]:
     """The warm-up groups as (name, function) pairs: by default what a first float32 fit and
     predict need; with ``all``, float64 too, the layer path's other layers, losses and
     optimizers, and (with two or more threads) the parallel builds."""
@@ -139,7 +140,9 @@ def groups(all=False):
     return out
 
 
-def warmup(all=False, progress=None):
+def warmup(
+    all: bool = False, progress: Callable[[str, float, float], object] | None = None
+) -> float:
     """Compile (or load from the cache) the kernels common fits use; returns the seconds taken.
 
     Parameters

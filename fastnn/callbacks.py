@@ -18,7 +18,7 @@ printed.  Overriding ``on_batch_end`` makes fit run (and call back) one batch at
 costs some speed on small batches; without it, batches run in chunks of about 0.1 s.
 
 >>> class PrintLR(Callback):
-...     def on_epoch_end(self, epoch, logs=None):
+...     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> bool | None:
 ...         logs["lr"] = self.optimizer.lr
 """
 
@@ -27,6 +27,7 @@ import math
 import numbers
 import os
 import warnings
+from typing import Any
 
 from ._callback import Callback
 from .io import capture, restore, save
@@ -120,10 +121,10 @@ class EarlyStopping(Callback):
         self.wait = 0
         self._best_arrays = None
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._reset()
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> bool | None:
         value = self._monitor.value(logs, "EarlyStopping")
         if value is None:
             return False
@@ -140,7 +141,7 @@ class EarlyStopping(Callback):
             return True
         return False
 
-    def on_train_end(self, logs=None):
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         if self.restore_best and self._best_arrays is not None:
             restore(self.model, self._best_arrays)
 
@@ -184,10 +185,10 @@ class ModelCheckpoint(Callback):
         self.save_optimizer = bool(save_optimizer)
         self.saved = []
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._monitor.reset()
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> bool | None:
         logs = logs or {}
         if self.save_best_only:
             value = self._monitor.value(logs, "ModelCheckpoint")
@@ -221,13 +222,15 @@ class CSVLogger(Callback):
         Continue an existing file (for a resumed fit) instead of starting a new one.
     """
 
-    def __init__(self, path, separator=",", append=False):
+    def __init__(
+        self, path: str | os.PathLike[str], separator: str = ",", append: bool = False
+    ) -> None:
         self.path = os.fspath(path)
         self.separator = separator
         self.append = bool(append)
-        self._columns = None
+        self._columns: list[str] | None = None
 
-    def on_train_begin(self, logs=None):
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._columns = None
         if self.append and os.path.exists(self.path) and os.path.getsize(self.path) > 0:
             with open(self.path, newline="") as f:
@@ -237,7 +240,7 @@ class CSVLogger(Callback):
             with open(self.path, "w", newline=""):
                 pass  # start a fresh file
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> bool | None:
         logs = logs or {}
         with open(self.path, "a", newline="") as f:
             writer = csv.writer(f, delimiter=self.separator)

@@ -10,6 +10,7 @@ import os
 import zlib
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from ._validation import check_dtype, check_fits_in_memory, check_number, check_positive_int
 
@@ -45,7 +46,13 @@ def _standardize(X, ref):
     return (X - mean) / std
 
 
-def load_iris(*, standardize=False, test_size=None, seed=0, dtype=np.float32):
+def load_iris(
+    *,
+    standardize: bool = False,
+    test_size: float | None = None,
+    seed: int = 0,
+    dtype: DTypeLike = np.float32,
+) -> tuple[np.ndarray, ...]:
     """Fisher's iris: 150 samples, 4 features, 3 classes (scikit-learn's bundled copy).
 
     Parameters
@@ -69,7 +76,13 @@ def load_iris(*, standardize=False, test_size=None, seed=0, dtype=np.float32):
     return _bundled(X, y, standardize, test_size, seed, dtype)
 
 
-def load_digits(*, standardize=False, test_size=None, seed=0, dtype=np.float32):
+def load_digits(
+    *,
+    standardize: bool = False,
+    test_size: float | None = None,
+    seed: int = 0,
+    dtype: DTypeLike = np.float32,
+) -> tuple[np.ndarray, ...]:
     """8x8 handwritten digits: 1797 samples, 64 features (pixel values 0-16), 10 classes.
 
     Same arguments and returns as :func:`load_iris` (X has shape (1797, 64)).
@@ -93,7 +106,7 @@ _IDX_TYPES = {
 }
 
 
-def load_idx(path):
+def load_idx(path: str | os.PathLike[str]) -> np.ndarray:
     """Read one IDX file (as MNIST and Fashion-MNIST are distributed), gzipped or not.
 
     Parameters
@@ -206,7 +219,9 @@ def _find(folder, kind, what):
     )
 
 
-def load_mnist(folder, kind="train", *, flatten=True, scale=True):
+def load_mnist(
+    folder: str | os.PathLike[str], kind: str = "train", *, flatten: bool = True, scale: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """MNIST or Fashion-MNIST from the standard IDX files in ``folder``.
 
     Parameters

@@ -26,11 +26,12 @@ import json
 import math
 import os
 import re
+from typing import Any, TypeVar
 
 try:  # POSIX: a save holds a lock on its temporary file while it writes it
     import fcntl
 except ImportError:  # pragma: no cover (Windows)
-    fcntl = None
+    fcntl = None  # type: ignore[assignment]
 
 import numpy as np
 
@@ -42,13 +43,15 @@ from .model import Sequential
 from .optim import Optimizer
 
 FORMAT = "fastnn"
+L = TypeVar("L", bound=Layer)  # a Layer subclass, returned as given
+
 FORMAT_VERSION = 1
 META_KEY = "__fastnn__"
 
-_extra_layers = {}
+_extra_layers: dict[str, type[Layer]] = {}
 
 
-def register_layer(cls):
+def register_layer(cls: type[L]) -> type[L]:
     """Make a user-defined Layer subclass loadable by :func:`load` (usable as a decorator).
 
     Subclasses of :class:`~fastnn.Layer` that are imported when ``load`` runs are found
@@ -115,7 +118,7 @@ def _state_arrays(layer):
     return dict(getter()) if getter is not None else {}
 
 
-def save(path, model, optimizer=None):
+def save(path: str | os.PathLike[str], model: Layer, optimizer: Optimizer | None = None) -> str:
     """Write ``model`` (and optionally ``optimizer``) to one ``.npz`` file at ``path``.
 
     Parameters
@@ -135,7 +138,7 @@ def save(path, model, optimizer=None):
     if optimizer is not None and not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer must be a fastnn Optimizer, got {type(optimizer).__name__}")
     path = os.fspath(path)
-    arrays = {}
+    arrays: dict[str, np.ndarray] = {}
     meta = {"format": FORMAT, "version": FORMAT_VERSION, "model": _describe(model, "", arrays)}
     if optimizer is not None:
         meta["optimizer"] = {
@@ -155,7 +158,7 @@ def save(path, model, optimizer=None):
         raise TypeError(f"cannot save: a get_config() value is not JSON ({exc})") from None
     arrays[META_KEY] = np.array(text)  # 0-d unicode array: loads without pickle
 
-    _write_atomically(path, lambda f: np.savez(f, **arrays))
+    _write_atomically(path, lambda f: np.savez(f, **arrays))  # type: ignore[arg-type]
     return path
 
 
@@ -450,7 +453,7 @@ def _build(spec, path, where):
         raise ValueError(f"{where}: cannot rebuild {name} from its config: {exc}") from None
 
 
-def load(path):
+def load(path: str | os.PathLike[str]) -> Layer:
     """Rebuild the model saved by :func:`save` at ``path``.
 
     The file is treated as untrusted: its description is checked against the stored arrays'
@@ -476,7 +479,7 @@ def load(path):
         spec = meta.get("model")
         if not isinstance(spec, dict):
             raise ValueError(f"{where}: the file holds no model description")
-        leaves = []
+        leaves: list[Any] = []
         _check_spec(spec, "", where, leaves)
         heads = _model_headers(archive, leaves)
         model = _build(spec, "", where)
@@ -511,7 +514,7 @@ def _check_schedule(schedule, where):
     return schedule
 
 
-def load_optimizer(path, model):
+def load_optimizer(path: str | os.PathLike[str], model: Layer) -> Optimizer:
     """Rebuild the optimizer saved with ``fastnn.save(path, model, optimizer)`` for ``model``.
 
     The new optimizer covers ``model.parameters()`` and gets the saved hyper-parameters

@@ -9,7 +9,10 @@ case runs the original fused kernels; weights, label smoothing and the extra los
 ``*_weighted`` kernels.
 """
 
+from typing import Any
+
 import numpy as np
+from numpy.typing import ArrayLike
 
 from fastnn import kernels as K
 
@@ -22,7 +25,7 @@ class Loss:
     #: True when targets are class labels (enables accuracy in fit)
     classification = False
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._buffers = BufferCache()
         self._grad = None
 
@@ -59,7 +62,7 @@ class Loss:
         self._grad = self._buffers.get("grad", output.shape, output.dtype)
         return self._grad
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {}
 
     def __repr__(self):
@@ -202,7 +205,7 @@ class SoftmaxCrossEntropy(_ClassificationLoss):
     ``forward(Z, target, sample_weight=None)``: Z (n, k) logits.
     """
 
-    def __init__(self, weight=None, label_smoothing=0.0):
+    def __init__(self, weight: ArrayLike | None = None, label_smoothing: float = 0.0) -> None:
         super().__init__()
         self.weight = _check_weight_vector(weight, "weight")
         self.label_smoothing = check_number(label_smoothing, "label_smoothing", low=0.0, high=1.0)
@@ -229,7 +232,7 @@ class SoftmaxCrossEntropy(_ClassificationLoss):
             )
         return float(kernel(Z, target, cw, sw, self.label_smoothing, dZ))
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "weight": None if self.weight is None else self.weight.tolist(),
             "label_smoothing": self.label_smoothing,
@@ -245,7 +248,7 @@ class CrossEntropy(_ClassificationLoss):
     probability rows: divided by n).
     """
 
-    def __init__(self, eps=1e-8, weight=None):
+    def __init__(self, eps: float = 1e-8, weight: ArrayLike | None = None) -> None:
         super().__init__()
         self.eps = check_number(eps, "eps", low=0.0, high=1.0, low_open=True)
         self.weight = _check_weight_vector(weight, "weight")
@@ -271,7 +274,7 @@ class CrossEntropy(_ClassificationLoss):
             )
         return float(kernel(P, target, cw, sw, self.eps, dP))
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"eps": self.eps, "weight": None if self.weight is None else self.weight.tolist()}
 
 
@@ -296,7 +299,7 @@ class HuberLoss(Loss):
     delta : float > 0
     """
 
-    def __init__(self, delta=1.0):
+    def __init__(self, delta: float = 1.0) -> None:
         super().__init__()
         self.delta = check_number(delta, "delta", low=0.0, low_open=True)
 
@@ -305,7 +308,7 @@ class HuberLoss(Loss):
         kernel = pick(K.huber, K.huber_parallel, Y.size)
         return float(kernel(Y, T, self.delta, _sw(sample_weight, Y.dtype), dY))
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"delta": self.delta}
 
 
@@ -324,7 +327,7 @@ class BCEWithLogits(Loss):
         Weight of the positive term per output column (pw > 1 raises recall).
     """
 
-    def __init__(self, pos_weight=None):
+    def __init__(self, pos_weight: ArrayLike | None = None) -> None:
         super().__init__()
         self.pos_weight = _check_weight_vector(pos_weight, "pos_weight")
         self._pos_weight = _Vectors(self.pos_weight, "pos_weight", "outputs")
@@ -349,7 +352,7 @@ class BCEWithLogits(Loss):
         kernel = pick(K.bce_with_logits, K.bce_with_logits_parallel, Z.size)
         return float(kernel(Z, T, pw, _sw(sample_weight, Z.dtype), dZ))
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"pos_weight": None if self.pos_weight is None else self.pos_weight.tolist()}
 
 

@@ -7,6 +7,7 @@ through their own ``forward``/``backward``.  All parameters live in one flat buf
 """
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from fastnn import kernels as K
 
@@ -15,7 +16,7 @@ from ._threads import pick
 from ._validation import check_finite, check_positive_int, check_X
 from .layers import Layer, Linear
 from .layers._base import BufferCache
-from .parameter import FlatParameters
+from .parameter import FlatParameters, Parameter
 from .training import fit as _fit
 
 
@@ -46,7 +47,7 @@ class Sequential(Layer):
     >>> model = Sequential(Linear(784, 100), ReLU(), Linear(100, 10))
     """
 
-    def __init__(self, *layers):
+    def __init__(self, *layers: Layer) -> None:
         if len(layers) == 1 and isinstance(layers[0], list | tuple):
             layers = tuple(layers[0])
         for i, layer in enumerate(layers):
@@ -55,7 +56,7 @@ class Sequential(Layer):
         self.layers = list(layers)
         self._build()
 
-    def add(self, layer):
+    def add(self, layer: Layer) -> "Sequential":
         """Append a layer (Keras style).  Optimizers made before must be made again."""
         if not isinstance(layer, Layer):
             raise TypeError(f"layer must be a fastnn Layer, got {type(layer).__name__}")
@@ -89,14 +90,14 @@ class Sequential(Layer):
         self.n_out = n
 
     # -- parameters --------------------------------------------------------------------------
-    def parameters(self):
+    def parameters(self) -> list[Parameter]:
         return [p for layer in self.layers for p in layer.parameters()]
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         if self._flat is not None:
             self._flat.grad[...] = 0
 
-    def output_dim(self, n_in):
+    def output_dim(self, n_in: int) -> int:
         for layer in self.layers:
             n_in = layer.output_dim(n_in)
         return n_in
@@ -105,7 +106,7 @@ class Sequential(Layer):
     def _check_input(self, X, name="X"):
         return check_X(X, name, dtype=self.dtype, n_features=self.n_in)
 
-    def forward(self, X):
+    def forward(self, X: ArrayLike) -> np.ndarray:
         """Output of the model for a batch, keeping what ``backward`` needs.
 
         The returned array is a buffer reused by the next ``forward``: copy it to keep it.
@@ -126,7 +127,7 @@ class Sequential(Layer):
         self._out_shape = X.shape  # what backward's grad must match, whatever the last stage
         return X
 
-    def backward(self, grad):
+    def backward(self, grad: np.ndarray) -> np.ndarray:
         """Backpropagate ``grad`` (d loss / d output); accumulate into every ``Parameter.grad``
         and return d loss / d input."""
         grad = np.asarray(grad)
@@ -171,7 +172,7 @@ class Sequential(Layer):
 
     # -- inference ---------------------------------------------------------------------------
     @announcing("inference kernels")
-    def predict(self, X, batch_size=4096):
+    def predict(self, X: ArrayLike, batch_size: int = 4096) -> np.ndarray:
         """Model output for ``X`` (a new array), computed in chunks of ``batch_size`` rows.
 
         Keeps no state: safe between training steps and from several threads."""
@@ -181,13 +182,13 @@ class Sequential(Layer):
         # of X (see _infer): a separate pass over a 100 000 x 784 float32 X cost 11 ms of a
         # 784-100-10 predict of 100-110 ms
         narrows = isinstance(first, _DenseStage) and first.linear.n_out < first.linear.n_in
-        X = check_X(X, "X", dtype=self.dtype, n_features=self.n_in, finite=not narrows)
-        batch_size = min(batch_size, X.shape[0])  # 2**70 is the whole X, not a kernel error
-        out = np.empty((X.shape[0], self.n_out), self.dtype)
+        Xc = check_X(X, "X", dtype=self.dtype, n_features=self.n_in, finite=not narrows)
+        batch_size = min(batch_size, Xc.shape[0])  # 2**70 is the whole X, not a kernel error
+        out = np.empty((Xc.shape[0], self.n_out), self.dtype)
         buffers = BufferCache(max_shapes=2)
-        for start in range(0, X.shape[0], batch_size):
-            stop = min(start + batch_size, X.shape[0])
-            out[start:stop] = self._infer(X[start:stop], buffers, narrows)
+        for start in range(0, Xc.shape[0], batch_size):
+            stop = min(start + batch_size, Xc.shape[0])
+            out[start:stop] = self._infer(Xc[start:stop], buffers, narrows)
         return out
 
     def _infer(self, X, buffers, check_first=False):

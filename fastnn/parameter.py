@@ -13,7 +13,7 @@ class Parameter:
 
     __slots__ = ("data", "grad", "name", "_flat")
 
-    def __init__(self, data, name=""):
+    def __init__(self, data: np.ndarray, name: str = "") -> None:
         self.data = np.ascontiguousarray(data)
         self.grad = np.zeros_like(self.data)
         self.name = name
@@ -31,7 +31,7 @@ class Parameter:
     def size(self):
         return self.data.size
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         self.grad[...] = 0
 
     def __repr__(self):

@@ -1,9 +1,12 @@
 """The training loop behind ``Sequential.fit`` and the History it returns."""
 
 import numbers
+import os
 import sys
 import threading
 import time
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -40,9 +43,9 @@ class History:
     True when Ctrl-C stopped the fit.
     """
 
-    def __init__(self):
-        self.history = {}
-        self.epoch = []
+    def __init__(self) -> None:
+        self.history: dict[str, list[float]] = {}
+        self.epoch: list[int] = []
         self.interrupted = False
 
     def append(self, epoch, logs):
@@ -53,7 +56,9 @@ class History:
     def __getitem__(self, key):
         return self.history[key]
 
-    def plot(self, path=None, metrics=None):
+    def plot(
+        self, path: str | os.PathLike[str] | None = None, metrics: Sequence[str] | None = None
+    ) -> Any:
         """Draw the training (and validation) curve of each metric against the epoch.
 
         Parameters
@@ -446,7 +451,7 @@ class _CallbackList:
 CHUNK_SECONDS = 0.1
 
 
-_fitting = set()
+_fitting: set[int] = set()
 _fitting_lock = threading.Lock()
 
 

@@ -1,11 +1,17 @@
 """Layer: the base class of every fastnn layer, and the per-batch-shape buffer cache."""
 
 import copy
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
+from ..parameter import Parameter
+
 
 class Layer:
+    _buffers: "BufferCache"
+
     """A step of a model with ``forward`` and ``backward``.
 
     ``forward(X)`` keeps what ``backward`` needs; ``backward(dout)`` returns the gradient with
@@ -18,20 +24,20 @@ class Layer:
     code = None
     alpha = 0.0
 
-    def parameters(self):
+    def parameters(self) -> list[Parameter]:
         return []
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         for p in self.parameters():
             p.zero_grad()
 
-    def forward(self, X):
+    def forward(self, X: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def backward(self, dout):
+    def backward(self, dout: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def predict(self, X):
+    def predict(self, X: np.ndarray) -> np.ndarray:
         """Inference: the output for ``X``, a fresh array, no state kept.
 
         ``forward`` runs on a shallow copy with its own buffers, so what the layer keeps for
@@ -43,20 +49,20 @@ class Layer:
         clone._buffers = BufferCache()
         return clone.forward(X).copy()
 
-    def output_dim(self, n_in):
+    def output_dim(self, n_in: int) -> int:
         """Number of output features given ``n_in`` input features."""
         return n_in
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         """Constructor arguments, for repr and saving."""
         return {}
 
-    def state_arrays(self):
+    def state_arrays(self) -> dict[str, np.ndarray]:
         """Non-parameter state to save with the model (e.g. BatchNorm1d's running statistics),
         as a dict of name -> ndarray.  Layers without such state return an empty dict."""
         return {}
 
-    def load_state_arrays(self, arrays):
+    def load_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         """Restore what :meth:`state_arrays` returned (copied into the layer's own arrays)."""
         if arrays:
             raise ValueError(f"{type(self).__name__} keeps no state arrays, got {sorted(arrays)}")

@@ -1,5 +1,9 @@
 """Elementwise activation layers and the stand-alone Softmax layer."""
 
+from typing import Any
+
+import numpy as np
+
 from fastnn import kernels as K
 
 from .._threads import pick
@@ -11,11 +15,11 @@ from ._inputs import layer_grad, layer_input
 class _Elementwise(Layer):
     """An activation with a kernel code; Sequential fuses it into the preceding Linear."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._buffers = BufferCache()
         self._A = None
 
-    def forward(self, X):
+    def forward(self, X: np.ndarray) -> np.ndarray:
         X = layer_input(X, type(self).__name__)
         A = self._buffers.get("out", X.shape, X.dtype)
         pick(K.activation_forward, K.activation_forward_parallel, X.size)(
@@ -24,7 +28,7 @@ class _Elementwise(Layer):
         self._A = A
         return A
 
-    def backward(self, dA):
+    def backward(self, dA: np.ndarray) -> np.ndarray:
         if self._A is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
         A = self._A
@@ -51,13 +55,13 @@ class LeakyReLU(_Elementwise):
 
     code = K.LEAKY_RELU
 
-    def __init__(self, negative_slope=0.01):
+    def __init__(self, negative_slope: float = 0.01) -> None:
         super().__init__()
         # The backward pass reads the sign of the output, which matches the input's sign only
         # for a non-negative slope.
         self.alpha = check_number(negative_slope, "negative_slope", low=0.0)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"negative_slope": self.alpha}
 
 
@@ -78,18 +82,18 @@ class Softmax(Layer):
     :class:`~fastnn.SoftmaxCrossEntropy` on logits does the same in one fused, more stable pass.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._buffers = BufferCache()
         self._P = None
 
-    def forward(self, X):
+    def forward(self, X: np.ndarray) -> np.ndarray:
         X = layer_input(X, "Softmax")
         P = self._buffers.get("out", X.shape, X.dtype)
         pick(K.softmax_forward, K.softmax_forward_parallel, X.size)(X, P)
         self._P = P
         return P
 
-    def backward(self, dP):
+    def backward(self, dP: np.ndarray) -> np.ndarray:
         if self._P is None:
             raise RuntimeError("Softmax.backward called before forward")
         dP = layer_grad(dP, self._P.shape, self._P.dtype, "Softmax")

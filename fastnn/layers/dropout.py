@@ -1,6 +1,8 @@
 """Dropout: inverted dropout in training, the identity in inference."""
 
 import numbers
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
@@ -31,7 +33,7 @@ class Dropout(Layer):
     Shapes: X (n, m) -> (n, m).
     """
 
-    def __init__(self, p=0.5, seed=None):
+    def __init__(self, p: float = 0.5, seed: int | None = None) -> None:
         self.p = check_number(p, "p", low=0.0, high=1.0)
         if seed is not None and (
             isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0
@@ -39,15 +41,16 @@ class Dropout(Layer):
             raise TypeError(f"seed must be a non-negative integer or None, got {seed!r}")
         self.seed = None if seed is None else int(seed)
         entropy = np.random.SeedSequence().entropy if seed is None else seed
+        assert isinstance(entropy, int)
         self._seed = np.uint64(int(entropy) % 2**64)
         self._counter = 0
         self._threshold = threshold_of(self.p)
         self._scale = 0.0 if self.p == 1.0 else 1.0 / (1.0 - self.p)
         self._buffers = BufferCache()
-        self._A = None
-        self._call = None
+        self._A: np.ndarray | None = None
+        self._call: np.uint64 | None = None
 
-    def forward(self, X):
+    def forward(self, X: np.ndarray) -> np.ndarray:
         """Training forward: X * mask / (1 - p) with a fresh mask per call."""
         X = layer_input(X, "Dropout")
         A = self._buffers.get("out", X.shape, X.dtype)
@@ -59,7 +62,7 @@ class Dropout(Layer):
         self._A = A
         return A
 
-    def backward(self, dout):
+    def backward(self, dout: np.ndarray) -> np.ndarray:
         """dX = dout * mask / (1 - p), with the mask of the last forward."""
         if self._A is None:
             raise RuntimeError("Dropout.backward called before forward")
@@ -70,19 +73,19 @@ class Dropout(Layer):
         )
         return dX
 
-    def predict(self, X):
+    def predict(self, X: np.ndarray) -> np.ndarray:
         """Inference: the identity (a copy of X); uses no mask and changes no state."""
         return np.array(layer_input(X, "Dropout"), copy=True)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"p": self.p, "seed": self.seed}
 
-    def state_arrays(self):
+    def state_arrays(self) -> dict[str, np.ndarray]:
         """The effective seed and the call counter, so a restored model continues the same
         sequence of masks."""
         return {"rng_state": np.array([self._seed, self._counter], dtype=np.uint64)}
 
-    def load_state_arrays(self, arrays):
+    def load_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         extra = set(arrays) - {"rng_state"}
         if extra:
             raise ValueError(f"Dropout: unexpected state arrays {sorted(extra)}")

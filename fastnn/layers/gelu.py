@@ -1,5 +1,7 @@
 """GELU activation (exact erf form or torch's tanh approximation)."""
 
+from typing import Any
+
 import numpy as np
 
 from fastnn import kernels as K
@@ -24,23 +26,23 @@ class GELU(Layer):
     Shapes: X (n, m) -> (n, m).
     """
 
-    def __init__(self, approximate="none"):
+    def __init__(self, approximate: str = "none") -> None:
         if approximate not in APPROXIMATIONS:
             raise ValueError(f"approximate must be one of {APPROXIMATIONS}, got {approximate!r}")
         self.approximate = approximate
         self._tanh = approximate == "tanh"
         self._buffers = BufferCache()
-        self._X = None
-        self._A = None
+        self._X: np.ndarray | None = None
+        self._A: np.ndarray | None = None
 
-    def forward(self, X):
+    def forward(self, X: np.ndarray) -> np.ndarray:
         X = layer_input(X, "GELU")
         A = self._buffers.get("out", X.shape, X.dtype)
         pick(K.gelu_forward, K.gelu_forward_parallel, X.size)(X, self._tanh, A)
         self._X, self._A = X, A
         return A
 
-    def backward(self, dout):
+    def backward(self, dout: np.ndarray) -> np.ndarray:
         if self._X is None:
             raise RuntimeError("GELU.backward called before forward")
         X = self._X
@@ -49,11 +51,11 @@ class GELU(Layer):
         pick(K.gelu_backward, K.gelu_backward_parallel, X.size)(X, dout, self._tanh, dX)
         return dX
 
-    def predict(self, X):
+    def predict(self, X: np.ndarray) -> np.ndarray:
         X = layer_input(X, "GELU")
         A = np.empty_like(X)
         pick(K.gelu_forward, K.gelu_forward_parallel, X.size)(X, self._tanh, A)
         return A
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"approximate": self.approximate}

@@ -1,6 +1,9 @@
 """Linear: the dense layer ``Z = X @ W + b``."""
 
+from typing import Any
+
 import numpy as np
+from numpy.typing import DTypeLike
 
 from fastnn.kernels import (
     IDENTITY,
@@ -37,7 +40,16 @@ class Linear(Layer):
         Makes the initial weights reproducible.
     """
 
-    def __init__(self, n_in, n_out, *, bias=True, init="he", dtype=np.float32, seed=None):
+    def __init__(
+        self,
+        n_in: int,
+        n_out: int,
+        *,
+        bias: bool = True,
+        init: str = "he",
+        dtype: DTypeLike = np.float32,
+        seed: int | None = None,
+    ) -> None:
         self.n_in = check_positive_int(n_in, "n_in")
         self.n_out = check_positive_int(n_out, "n_out")
         # the float64 initial draw, the weights and their gradient
@@ -66,7 +78,7 @@ class Linear(Layer):
         self.weight = Parameter(W.astype(self.dtype), name="weight")
         self.bias = Parameter(np.zeros(self.n_out, self.dtype), name="bias") if bias else None
         self._buffers = BufferCache()
-        self._X = None
+        self._X: np.ndarray | None = None
 
     # -- helpers shared with Sequential's fused stages ------------------------------------
     def _b(self):
@@ -95,19 +107,19 @@ class Linear(Layer):
         return dX
 
     # -- layer API -------------------------------------------------------------------------
-    def parameters(self):
+    def parameters(self) -> list[Parameter]:
         return [self.weight] if self.bias is None else [self.weight, self.bias]
 
-    def output_dim(self, n_in):
+    def output_dim(self, n_in: int) -> int:
         return self.n_out
 
-    def forward(self, X):
+    def forward(self, X: np.ndarray) -> np.ndarray:
         X = layer_input(X, "Linear", self.n_in, self.dtype)
         self._X = X
         out = self._buffers.get("out", (X.shape[0], self.n_out), self.dtype)
         return self.forward_act(X, IDENTITY, 0.0, out)
 
-    def backward(self, dZ):
+    def backward(self, dZ: np.ndarray) -> np.ndarray:
         if self._X is None:
             raise RuntimeError("Linear.backward called before forward")
         X = self._X
@@ -115,7 +127,7 @@ class Linear(Layer):
         dZ = layer_grad(dZ, (X.shape[0], self.n_out), self.dtype, "Linear")
         return self.backward_masked(X, dZ, 1.0, IDENTITY, 0.0, dX)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "n_in": self.n_in,
             "n_out": self.n_out,

@@ -1,8 +1,11 @@
 """BatchNorm1d and LayerNorm: normalisation layers with learnable scale and shift."""
 
 import numbers
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike
 
 from fastnn import kernels as K
 
@@ -34,7 +37,7 @@ class _Norm(Layer):
             self._zero = np.zeros(n, self.dtype)
             self._scratch = np.zeros((2, n), self.dtype)
 
-    def parameters(self):
+    def parameters(self) -> list[Parameter]:
         return [] if self.weight is None else [self.weight, self.bias]
 
     def _gamma_beta(self):
@@ -80,7 +83,15 @@ class BatchNorm1d(_Norm):
     #: fewest samples a training batch may have (fit checks every batch before it starts)
     min_train_batch = 2
 
-    def __init__(self, num_features, eps=1e-5, momentum=0.1, affine=True, *, dtype=np.float32):
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float = 0.1,
+        affine: bool = True,
+        *,
+        dtype: DTypeLike = np.float32,
+    ) -> None:
         self.num_features = check_positive_int(num_features, "num_features")
         self.eps = check_number(eps, "eps", low=0.0, low_open=True)
         self.momentum = (
@@ -95,7 +106,7 @@ class BatchNorm1d(_Norm):
         self._work = np.empty((2, m), np.float64)
         self._Xhat = None
 
-    def forward(self, X):
+    def forward(self, X: np.ndarray) -> np.ndarray:
         """Training forward with batch statistics; updates the running statistics."""
         X = layer_input(X, "BatchNorm1d", self.num_features, self.dtype)
         n, m = X.shape
@@ -129,7 +140,7 @@ class BatchNorm1d(_Norm):
         self._Xhat, self._invstd, self._A = Xhat, invstd, Y
         return Y
 
-    def backward(self, dout):
+    def backward(self, dout: np.ndarray) -> np.ndarray:
         """dX through the batch statistics; accumulates into weight.grad and bias.grad."""
         if self._Xhat is None:
             raise RuntimeError("BatchNorm1d.backward called before forward")
@@ -143,7 +154,7 @@ class BatchNorm1d(_Norm):
         )
         return dX
 
-    def predict(self, X):
+    def predict(self, X: np.ndarray) -> np.ndarray:
         """Inference with the running statistics: a new array; no state changes."""
         X = layer_input(X, "BatchNorm1d", self.num_features, self.dtype)
         Y = np.empty_like(X)
@@ -153,7 +164,7 @@ class BatchNorm1d(_Norm):
         )
         return Y
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "num_features": self.num_features,
             "eps": self.eps,
@@ -162,14 +173,14 @@ class BatchNorm1d(_Norm):
             "dtype": self.dtype.name,
         }
 
-    def state_arrays(self):
+    def state_arrays(self) -> dict[str, np.ndarray]:
         return {
             "running_mean": self.running_mean.copy(),
             "running_var": self.running_var.copy(),
             "num_batches_tracked": np.array(self.num_batches_tracked, dtype=np.int64),
         }
 
-    def load_state_arrays(self, arrays):
+    def load_state_arrays(self, arrays: Mapping[str, np.ndarray]) -> None:
         expected = {"running_mean", "running_var", "num_batches_tracked"}
         extra = set(arrays) - expected
         if extra:
@@ -204,7 +215,18 @@ class LayerNorm(_Norm):
     Shapes: X (n, m) -> (n, m).
     """
 
-    def __init__(self, normalized_shape, eps=1e-5, elementwise_affine=True, *, dtype=np.float32):
+    normalized_shape: int
+    eps: float
+    elementwise_affine: bool
+
+    def __init__(
+        self,
+        normalized_shape: int,
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        *,
+        dtype: DTypeLike = np.float32,
+    ) -> None:
         shape = normalized_shape
         if isinstance(shape, tuple | list):
             if len(shape) != 1:
@@ -218,7 +240,7 @@ class LayerNorm(_Norm):
         self.eps = check_number(eps, "eps", low=0.0, low_open=True)
         self.elementwise_affine = bool(elementwise_affine)
         self._init_affine(self.normalized_shape, self.elementwise_affine, dtype)
-        self._Xhat = None
+        self._Xhat: np.ndarray | None = None
 
     def _run(self, X, buffers):
         n, m = X.shape
@@ -231,12 +253,12 @@ class LayerNorm(_Norm):
         )
         return invstd, Xhat, Y
 
-    def forward(self, X):
+    def forward(self, X: np.ndarray) -> np.ndarray:
         X = layer_input(X, "LayerNorm", self.normalized_shape, self.dtype)
         self._invstd, self._Xhat, self._A = self._run(X, self._buffers)
         return self._A
 
-    def backward(self, dout):
+    def backward(self, dout: np.ndarray) -> np.ndarray:
         """dX; accumulates into weight.grad and bias.grad."""
         if self._Xhat is None:
             raise RuntimeError("LayerNorm.backward called before forward")
@@ -250,12 +272,12 @@ class LayerNorm(_Norm):
         )
         return dX
 
-    def predict(self, X):
+    def predict(self, X: np.ndarray) -> np.ndarray:
         """The same normalisation as forward, into fresh arrays; no state kept."""
         X = layer_input(X, "LayerNorm", self.normalized_shape, self.dtype)
         return self._run(X, BufferCache(max_shapes=1))[2]
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "normalized_shape": self.normalized_shape,
             "eps": self.eps,

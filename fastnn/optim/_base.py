@@ -3,6 +3,8 @@ clipping by global norm fused into every update kernel."""
 
 import math
 import numbers
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -56,7 +58,7 @@ class Optimizer:
     """
 
     #: names of per-parameter state buffers (same shape as the parameters)
-    state_names = ()
+    state_names: tuple[str, ...] = ()
 
     lr = Hyper(low=0.0)
     max_grad_norm = Hyper(optional=True, low=0.0, low_open=True)
@@ -74,7 +76,9 @@ class Optimizer:
             raise ValueError(f"step_count must be in [0, 2**53], got {value}")
         self._step_count = int(value)
 
-    def __init__(self, params, lr, max_grad_norm=None):
+    def __init__(
+        self, params: Iterable[Parameter], lr: float, max_grad_norm: float | None = None
+    ) -> None:
         params = list(params)
         if not params:
             raise ValueError("params is empty: pass model.parameters()")
@@ -84,10 +88,10 @@ class Optimizer:
         self.params = params
         self.lr = lr
         self.max_grad_norm = max_grad_norm
-        self.last_grad_norm = None
+        self.last_grad_norm: float | None = None
         self._grad_scale = 1.0
         self.step_count = 0
-        self.schedule = None  # the LRScheduler driving ``lr``, whose state fastnn.save writes
+        self.schedule: Any = None  # the LRScheduler driving ``lr``, whose state fastnn.save writes
         self._saved_schedule = None  # a loaded schedule state, for the next schedule made
         flat = FlatParameters.slice_of(params)
         self._groups = (
@@ -99,18 +103,18 @@ class Optimizer:
             {name: np.zeros_like(data) for name in self.state_names} for data, _ in self._groups
         ]
 
-    def zero_grad(self):
+    def zero_grad(self) -> None:
         for _, grad in self._groups:
             grad[...] = 0
 
-    def grad_norm(self):
+    def grad_norm(self) -> float:
         """Global L2 norm of the gradients of every parameter (float64 accumulation)."""
         total = 0.0
         for _, grad in self._groups:
             total += pick(K.sum_squares, K.sum_squares_parallel, grad.size)(grad)
         return math.sqrt(total)
 
-    def step(self):
+    def step(self) -> None:
         """One update of every parameter from its ``grad`` (clipped if ``max_grad_norm``)."""
         self.step_count += 1
         if self.max_grad_norm is not None:
@@ -124,7 +128,7 @@ class Optimizer:
         """Update one flat buffer; multiply ``grad`` by ``self._grad_scale`` inside the kernel."""
         raise NotImplementedError
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"lr": self.lr, "max_grad_norm": self.max_grad_norm}
 
     def __repr__(self):

@@ -1,5 +1,7 @@
 """Adagrad (torch.optim.Adagrad's rule and argument names)."""
 
+from typing import Any
+
 from fastnn import kernels as K
 
 from .._threads import pick
@@ -61,7 +63,7 @@ class Adagrad(Optimizer):
             self._grad_scale,
         )
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "lr": self.lr,
             "lr_decay": self.lr_decay,

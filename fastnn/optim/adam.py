@@ -1,5 +1,7 @@
 """Adam and AdamW (torch.optim's rules and argument names)."""
 
+from typing import Any
+
 from fastnn import kernels as K
 
 from .._threads import pick
@@ -63,7 +65,7 @@ class Adam(Optimizer):
             self._grad_scale,
         )
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "lr": self.lr,
             "betas": self.betas,

@@ -1,5 +1,7 @@
 """RMSprop (torch.optim.RMSprop's rule and argument names)."""
 
+from typing import Any
+
 from fastnn import kernels as K
 
 from .._threads import pick
@@ -88,7 +90,7 @@ class RMSprop(Optimizer):
             self._grad_scale,
         )
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "lr": self.lr,
             "alpha": self.alpha,

@@ -12,6 +12,8 @@ steps, reading ``logs[monitor]`` where it needs a metric.
 import math
 import numbers
 import warnings
+from collections.abc import Mapping
+from typing import Any
 
 from .._callback import Callback
 from .._validation import check_number, check_positive_int
@@ -31,7 +33,7 @@ class LRScheduler(Callback):
     resumed from a checkpoint follows the same learning rates as one that never stopped.
     """
 
-    def __init__(self, optimizer):
+    def __init__(self, optimizer: Optimizer) -> None:
         if not isinstance(optimizer, Optimizer):
             raise TypeError(
                 f"optimizer must be a fastnn optimizer (e.g. SGD(...)), got {optimizer!r}"
@@ -47,28 +49,28 @@ class LRScheduler(Callback):
             optimizer.lr = self.lr_at(0)
         optimizer.schedule = self
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         """What resuming needs, as JSON-ready values (``fastnn.save`` writes it)."""
         return {"type": type(self).__name__, "base_lr": self.base_lr, "last_epoch": self.last_epoch}
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.base_lr = float(state["base_lr"])
         self.last_epoch = int(state["last_epoch"])
 
-    def lr_at(self, epoch):
+    def lr_at(self, epoch: int) -> float:
         raise NotImplementedError
 
-    def step(self, metric=None):
+    def step(self, metric: float | None = None) -> None:
         """Advance one epoch and set the optimizer's learning rate."""
         self.last_epoch += 1
         self.optimizer.lr = self.lr_at(self.last_epoch)
 
-    def get_last_lr(self):
+    def get_last_lr(self) -> float:
         """The learning rate the optimizer uses now."""
         return self.optimizer.lr
 
     # -- Callback ------------------------------------------------------------------------------
-    def set_context(self, model, optimizer):
+    def set_context(self, model: Any, optimizer: Any) -> None:
         if optimizer is not None and optimizer is not self.optimizer:
             raise ValueError(
                 f"{type(self).__name__} was made for another optimizer than the one passed to "
@@ -76,12 +78,13 @@ class LRScheduler(Callback):
             )
         self.model = model
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> bool | None:
         if logs is not None:
             logs["lr"] = self.optimizer.lr
         self.step()
+        return False
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {}
 
     def __repr__(self):
@@ -93,29 +96,29 @@ class StepLR(LRScheduler):
     """lr = base_lr * gamma ** (epoch // step_size): multiply by ``gamma`` every ``step_size``
     epochs."""
 
-    def __init__(self, optimizer, step_size, gamma=0.1):
+    def __init__(self, optimizer: Optimizer, step_size: int, gamma: float = 0.1) -> None:
         self.step_size = check_positive_int(step_size, "step_size")
         self.gamma = check_number(gamma, "gamma", low=0.0, low_open=True)
         super().__init__(optimizer)
 
-    def lr_at(self, epoch):
+    def lr_at(self, epoch: int) -> float:
         return self.base_lr * self.gamma ** (epoch // self.step_size)
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"step_size": self.step_size, "gamma": self.gamma}
 
 
 class ExponentialLR(LRScheduler):
     """lr = base_lr * gamma ** epoch."""
 
-    def __init__(self, optimizer, gamma):
+    def __init__(self, optimizer: Optimizer, gamma: float) -> None:
         self.gamma = check_number(gamma, "gamma", low=0.0, low_open=True)
         super().__init__(optimizer)
 
-    def lr_at(self, epoch):
+    def lr_at(self, epoch: int) -> float:
         return self.base_lr * self.gamma**epoch
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {"gamma": self.gamma}
 
 
@@ -130,7 +133,17 @@ class CosineAnnealingLR(LRScheduler):
     and the cosine then runs over the remaining T_max - W epochs, reaching eta_min at T_max.
     """
 
-    def __init__(self, optimizer, T_max, eta_min=0.0, warmup_epochs=0, warmup_start_factor=0.1):
+    warmup_epochs: int
+    warmup_start_factor: float
+
+    def __init__(
+        self,
+        optimizer: Optimizer,
+        T_max: int,
+        eta_min: float = 0.0,
+        warmup_epochs: int = 0,
+        warmup_start_factor: float = 0.1,
+    ) -> None:
         self.T_max = check_positive_int(T_max, "T_max")
         self.eta_min = check_number(eta_min, "eta_min", low=0.0)
         if isinstance(warmup_epochs, bool) or not isinstance(warmup_epochs, numbers.Integral):
@@ -145,7 +158,7 @@ class CosineAnnealingLR(LRScheduler):
         )
         super().__init__(optimizer)
 
-    def lr_at(self, epoch):
+    def lr_at(self, epoch: int) -> float:
         W = self.warmup_epochs
         if epoch < W:
             f = self.warmup_start_factor
@@ -154,7 +167,7 @@ class CosineAnnealingLR(LRScheduler):
         cos = math.cos(math.pi * (epoch - W) / T)
         return self.eta_min + (self.base_lr - self.eta_min) * (1.0 + cos) / 2.0
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "T_max": self.T_max,
             "eta_min": self.eta_min,
@@ -217,10 +230,10 @@ class ReduceLROnPlateau(LRScheduler):
         self.cooldown_counter = 0
         super().__init__(optimizer)
 
-    def lr_at(self, epoch):
+    def lr_at(self, epoch: int) -> float:
         return self.optimizer.lr if epoch else self.base_lr
 
-    def state_dict(self):
+    def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
         state.update(
             best=self.best,
@@ -229,7 +242,7 @@ class ReduceLROnPlateau(LRScheduler):
         )
         return state
 
-    def load_state_dict(self, state):
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         super().load_state_dict(state)
         self.best = float(state["best"])
         self.num_bad_epochs = int(state["num_bad_epochs"])
@@ -250,7 +263,7 @@ class ReduceLROnPlateau(LRScheduler):
         )
         return value > bound
 
-    def step(self, metric=None):
+    def step(self, metric: float | None = None) -> None:
         """Record this epoch's ``metric`` and reduce the learning rate if it has plateaued."""
         if metric is None:
             raise ValueError("ReduceLROnPlateau.step needs the monitored metric's value")
@@ -272,7 +285,7 @@ class ReduceLROnPlateau(LRScheduler):
             self.cooldown_counter = self.cooldown
             self.num_bad_epochs = 0
 
-    def on_epoch_end(self, epoch, logs=None):
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> bool | None:
         logs = {} if logs is None else logs
         logs["lr"] = self.optimizer.lr
         if self.monitor not in logs:
@@ -282,10 +295,11 @@ class ReduceLROnPlateau(LRScheduler):
                 RuntimeWarning,
                 stacklevel=2,
             )
-            return
+            return False
         self.step(logs[self.monitor])
+        return False
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "monitor": self.monitor,
             "mode": self.mode,

@@ -1,5 +1,7 @@
 """SGD with momentum, dampening, Nesterov and weight decay (torch.optim.SGD's rule)."""
 
+from typing import Any
+
 from fastnn import kernels as K
 
 from .._threads import pick
@@ -53,7 +55,7 @@ class SGD(Optimizer):
             self._grad_scale,
         )
 
-    def get_config(self):
+    def get_config(self) -> dict[str, Any]:
         return {
             "lr": self.lr,
             "momentum": self.momentum,

@@ -48,7 +48,9 @@ _HIDDEN_CODES = {
 #: far more to synchronisation than it gains, badly so when the cores are busy.
 SERIAL_BLAS_WORK = 4_000_000
 
-_CONTROLLER = []  # one ThreadpoolController, made on first use (finding the libraries: ~9 ms)
+_CONTROLLER: list[
+    ThreadpoolController
+] = []  # one ThreadpoolController, made on first use (finding the libraries: ~9 ms)
 
 
 def _controller():
