@@ -224,6 +224,7 @@ class Sequential(Layer):
         initial_epoch=0,
         verbose=1,
         sample_weight=None,
+        distributed=None,
     ):
         """Train with mini-batches; returns a :class:`~fastnn.History`.
 
@@ -265,6 +266,15 @@ class Sequential(Layer):
             sum_i w_i l_i / sum_i w_i (see :mod:`fastnn.losses`), and the epoch's ``loss`` the
             weighted mean over all samples.  With ``validation_split`` it is split like X.
             Validation metrics are unweighted.
+        distributed : None or "mpi"
+            ``"mpi"``: data-parallel training over the ranks of an MPI launch
+            (``mpiexec -n N python train.py``, see :mod:`fastnn.distributed`).  Every rank
+            passes the same arguments; ``batch_size`` is the global batch, of which each rank
+            computes a contiguous share; the gradients are summed with one ``Allreduce`` per
+            step, so the parameters equal a single-process fit's up to rounding and are the
+            same on every rank.  Rank 0's initial parameters and seed are used; the metrics
+            are reduced (``History`` is the same everywhere); ModelCheckpoint, CSVLogger and
+            the printed lines act on rank 0 only.  Without a launcher it is a plain fit.
 
         Ctrl-C during fit stops after the current step (a whole step: no half-applied update)
         and returns the History so far with ``history.interrupted = True``; a second Ctrl-C
@@ -286,6 +296,7 @@ class Sequential(Layer):
             initial_epoch=initial_epoch,
             verbose=verbose,
             sample_weight=sample_weight,
+            distributed=distributed,
         )
 
     def __repr__(self):
