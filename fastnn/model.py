@@ -11,7 +11,7 @@ import numpy as np
 from fastnn import kernels as K
 
 from ._compile import announcing
-from ._threads import pick
+from ._threads import pick, worker_budget
 from ._validation import check_finite, check_positive_int, check_X
 from .layers import Layer, Linear
 from .layers._base import BufferCache
@@ -180,9 +180,10 @@ class Sequential(Layer):
         X = check_X(X, "X", dtype=self.dtype, n_features=self.n_in, finite=not narrows)
         out = np.empty((X.shape[0], self.n_out), self.dtype)
         buffers = BufferCache(max_shapes=2)
-        for start in range(0, X.shape[0], batch_size):
-            stop = min(start + batch_size, X.shape[0])
-            out[start:stop] = self._infer(X[start:stop], buffers, narrows)
+        with worker_budget():  # a Dask worker's task: its thread budget (else nothing)
+            for start in range(0, X.shape[0], batch_size):
+                stop = min(start + batch_size, X.shape[0])
+                out[start:stop] = self._infer(X[start:stop], buffers, narrows)
         return out
 
     def _infer(self, X, buffers, check_first=False):

@@ -13,7 +13,7 @@ from ._compile import announcing, compile_seconds, report
 from ._fastpath import fast_runner
 from ._plot import plot_history
 from ._progress import ProgressBar, SigintGuard, isatty
-from ._threads import pick
+from ._threads import pick, worker_budget
 from ._validation import (
     check_finite,
     check_labels,
@@ -596,6 +596,17 @@ def fit(
     distributed=None,
 ):
     """The training loop of ``Sequential.fit`` (see its docstring for the arguments)."""
+    with worker_budget():  # a Dask worker's task: its thread budget (else nothing)
+        return _fit_world(
+            model, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, validation_data,
+            validation_split, callbacks, initial_epoch, verbose, sample_weight, distributed,
+        )  # fmt: skip
+
+
+def _fit_world(
+    model, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, validation_data,
+    validation_split, callbacks, initial_epoch, verbose, sample_weight, distributed,
+):  # fmt: skip
     dist = make_world(distributed)
     args = (model, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, validation_data,
             validation_split, callbacks, initial_epoch, verbose, sample_weight)  # fmt: skip
