@@ -15,6 +15,7 @@ which brings ``mpiexec``; a cluster's own MPI works as well).
 
 import os
 import sys
+import time
 import traceback
 
 import numba
@@ -154,6 +155,14 @@ class World:
     def sum(self, array):
         """In-place sum over the ranks of a contiguous array."""
         self.comm.Allreduce(self.MPI.IN_PLACE, array, op=self.MPI.SUM)
+        return array
+
+    def timed_sum(self, array):
+        """``sum``, its seconds added to ``allreduce_seconds`` (the runners' per-step
+        collectives)."""
+        t0 = time.perf_counter()
+        self.comm.Allreduce(self.MPI.IN_PLACE, array, op=self.MPI.SUM)
+        self.allreduce_seconds += time.perf_counter() - t0
         return array
 
     def max(self, array):

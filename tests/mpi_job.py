@@ -13,6 +13,7 @@ import sys
 import numpy as np
 
 import fastnn as fnn
+from fastnn import _fastpath
 from fastnn import distributed as D
 
 #: (name, dtype, optimizer, loss, sample weights, validation, n, batch size, epochs, callbacks)
@@ -64,6 +65,12 @@ def build(case, seed=1):
     return model, X, y, kwargs
 
 
+def report(out, text):
+    """Each rank's outcome goes to its own file: mpiexec may interleave the ranks' stdout."""
+    with open(os.path.join(out, f"report{D.rank()}.txt"), "w") as f:
+        f.write(text)
+
+
 def history_arrays(history):
     return {f"h_{k}": np.array(v) for k, v in history.history.items() if k != "samples_per_second"}
 
@@ -71,6 +78,15 @@ def history_arrays(history):
 def equal(out):
     r = D.rank()
     arrays = {}
+    # which runner each fit used: the compiled one unless the case has sample weights
+    fast = []
+    init = _fastpath.FastDistributedRunner.__init__
+
+    def counting_init(self, *args, **kwargs):
+        fast.append(1)
+        init(self, *args, **kwargs)
+
+    _fastpath.FastDistributedRunner.__init__ = counting_init
     for case in CASES:
         model, X, y, kwargs = build(case, seed=1 + 10 * r)  # different seeds on each rank
         history = model.fit(X, y, verbose=0, distributed="mpi", **kwargs)
@@ -80,6 +96,7 @@ def equal(out):
         sps = history.history["samples_per_second"]
         arrays[f"{case[0]}:sps"] = np.array(sps)
     arrays["threads"] = np.array(fnn.get_num_threads())  # after fit set the budget
+    arrays["fast_runners"] = np.array(len(fast))
     np.savez(os.path.join(out, f"rank{r}.npz"), **arrays)
 
 
@@ -92,9 +109,9 @@ def bad_input(out):
         X[5, 2] = np.nan
     try:
         model.fit(X, y, verbose=0, distributed="mpi", **kwargs)
-        print(f"rank {r}: no error", flush=True)
+        report(out, f"rank {r}: no error")
     except Exception as exc:
-        print(f"rank {r}: {type(exc).__name__}: {exc}", flush=True)
+        report(out, f"rank {r}: {type(exc).__name__}: {exc}")
 
 
 def mismatch(out):
@@ -104,9 +121,9 @@ def mismatch(out):
     kwargs["batch_size"] += r
     try:
         model.fit(X, y, verbose=0, distributed="mpi", **kwargs)
-        print(f"rank {r}: no error", flush=True)
+        report(out, f"rank {r}: no error")
     except ValueError as exc:
-        print(f"rank {r}: ValueError: {exc}", flush=True)
+        report(out, f"rank {r}: ValueError: {exc}")
 
 
 class _FailOnLastRank(fnn.Callback):
@@ -120,7 +137,7 @@ def crash(out):
     model, X, y, kwargs = build(CASES[0])
     kwargs["epochs"] = 50
     model.fit(X, y, verbose=0, distributed="mpi", callbacks=[_FailOnLastRank()], **kwargs)
-    print(f"rank {D.rank()}: finished", flush=True)
+    report(out, f"rank {D.rank()}: finished")
 
 
 def callbacks(out):
@@ -133,7 +150,7 @@ def callbacks(out):
     csv = fnn.CSVLogger(os.path.join(out, "log.csv"))
     ckpt = fnn.ModelCheckpoint(os.path.join(out, f"ckpt-r{r}-{{epoch}}.npz"), monitor="val_loss")
     history = model.fit(X, y, verbose=2, distributed="mpi", callbacks=[stop, csv, ckpt], **kwargs)
-    print(json.dumps({"rank": r, "epochs": len(history.epoch), "saved": len(ckpt.saved)}))
+    report(out, json.dumps({"rank": r, "epochs": len(history.epoch), "saved": len(ckpt.saved)}))
 
 
 if __name__ == "__main__":

@@ -107,6 +107,11 @@ def _mpiexec():
     return exe
 
 
+def reports(out, n):
+    """The outcome each rank wrote (tests/mpi_job.py's report), in rank order."""
+    return [(out / f"report{r}.txt").read_text() for r in range(n)]
+
+
 def run_ranks(n, mode, out, timeout=120, check=True):
     env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS}
     env.pop("NUMBA_NUM_THREADS", None)  # the ranks pick their own thread budget
@@ -152,6 +157,8 @@ def test_distributed_fit_equals_single_process(ranks, references, tmp_path):
     results = [np.load(tmp_path / f"rank{r}.npz") for r in range(ranks)]
     for res in results:  # 2 ranks on a 2-core machine: one thread each, no oversubscription
         assert int(res["threads"]) == D.thread_budget(ranks)
+        # the compiled runner for every case without sample weights
+        assert int(res["fast_runners"]) == sum(not case[4] for case in mpi_job.CASES)
     for case in mpi_job.CASES:
         name, dtype = case[0], np.dtype(case[1])
         rtol = 1e-9 if dtype == np.float64 else 1e-4
@@ -172,38 +179,91 @@ def test_distributed_fit_equals_single_process(ranks, references, tmp_path):
 
 
 def test_bad_input_on_one_rank_raises_on_every_rank(references, tmp_path):
-    proc = run_ranks(3, "bad_input", tmp_path)
-    lines = sorted(line for line in proc.stdout.splitlines() if line.startswith("rank "))
+    run_ranks(3, "bad_input", tmp_path)
+    lines = reports(tmp_path, 3)
     assert lines[0].startswith("rank 0: DistributedError: rank 2 of 3 failed: ValueError: X")
     assert lines[1].startswith("rank 1: DistributedError: rank 2 of 3 failed: ValueError: X")
     assert lines[2].startswith("rank 2: ValueError: X contains NaN")
 
 
 def test_different_arguments_raise_on_every_rank(references, tmp_path):
-    proc = run_ranks(2, "mismatch", tmp_path)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("rank ")]
-    assert len(lines) == 2
+    run_ranks(2, "mismatch", tmp_path)
+    lines = reports(tmp_path, 2)
     assert all("batch_size is 16 on rank 0 but 17 on rank 1" in line for line in lines)
 
 
 def test_failure_mid_training_stops_every_rank(references, tmp_path):
     proc = run_ranks(3, "crash", tmp_path, check=False)
     assert proc.returncode != 0
-    assert "finished" not in proc.stdout  # no rank went on to the end
+    assert not list(tmp_path.glob("report*"))  # no rank went on to the end
     assert "rank 2 of 3 failed during distributed fit" in proc.stderr
     assert "a callback failed on this rank only" in proc.stderr
 
 
 def test_callbacks_on_ranks(references, tmp_path):
     proc = run_ranks(2, "callbacks", tmp_path)
-    reports = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
-    assert len(reports) == 2
-    epochs = {r["epochs"] for r in reports}
+    ranks = [json.loads(text) for text in reports(tmp_path, 2)]
+    epochs = {r["epochs"] for r in ranks}
     assert len(epochs) == 1 and 1 < epochs.pop() < 40  # EarlyStopping stopped all alike
-    saved = {r["rank"]: r["saved"] for r in reports}
-    assert saved[0] == reports[0]["epochs"] and saved[1] == 0
+    assert ranks[0]["saved"] == ranks[0]["epochs"] and ranks[1]["saved"] == 0
     assert not list(tmp_path.glob("ckpt-r1-*"))
     rows = (tmp_path / "log.csv").read_text().strip().splitlines()
-    assert len(rows) == 1 + reports[0]["epochs"]
-    epoch_lines = [line for line in proc.stdout.splitlines() if line.startswith("epoch ")]
-    assert len(epoch_lines) == reports[0]["epochs"]  # printed by rank 0 only
+    assert len(rows) == 1 + ranks[0]["epochs"]
+    # printed by rank 0 only (the count of "epoch " survives any interleaving of the lines)
+    assert proc.stdout.count("epoch ") == ranks[0]["epochs"]
+
+
+# -- the compiled path split at the gradient/update boundary (no MPI needed) --------------------
+class _WorldOfOne:
+    """The part of fastnn.distributed.World the runners use, for one rank."""
+
+    rank, size, allreduce_seconds = 0, 1, 0.0
+
+    def timed_sum(self, array):
+        return array
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("opt_name", ["sgd", "momentum", "adamw"])
+@pytest.mark.parametrize(
+    "chunks, layout", [(1, "rows"), (1, "features"), (2, "rows"), (3, "features"), (2, "units")]
+)
+def test_gradient_only_kernel_then_optimizer_step(dtype, opt_name, chunks, layout, monkeypatch):
+    """FastDistributedRunner (the kernel with H_GRAD_ONLY, then the optimizer's step) trains
+    as the fast path does, in every build: serial, rows split, feature-major, units split."""
+    monkeypatch.setattr(_fastpath, "ENABLED", True)
+    monkeypatch.setattr(_fastpath, "chunks_for", lambda *args: chunks)
+    monkeypatch.setattr(_fastpath, "feature_major_for", lambda *args: layout == "features")
+    monkeypatch.setattr(_fastpath, "units_split_for", lambda *args: layout == "units")
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((53, 7)).astype(dtype)
+    y = rng.integers(0, 3, 53)
+    order = rng.permutation(53).astype(np.int64)
+    results = []
+    for world in (None, _WorldOfOne()):
+        model = fnn.Sequential(
+            fnn.Linear(7, 9, dtype=dtype, seed=0),
+            fnn.Tanh(),
+            fnn.Linear(9, 6, bias=False, dtype=dtype, seed=1),
+            fnn.ReLU(),
+            fnn.Linear(6, 3, dtype=dtype, seed=2),
+        )
+        p = model.parameters()
+        if opt_name == "sgd":
+            opt = fnn.SGD(p, lr=0.05, weight_decay=1e-3)
+        elif opt_name == "momentum":
+            opt = fnn.SGD(p, lr=0.05, momentum=0.9, nesterov=True)
+        else:
+            opt = fnn.AdamW(p, lr=0.01)
+        runner = _fastpath.fast_runner(
+            model, X, y, y, fnn.SoftmaxCrossEntropy(), opt, 16, None, world
+        )
+        expected = _fastpath.FastDistributedRunner if world else _fastpath.FastEpochRunner
+        assert type(runner) is expected
+        s, c, finite = runner.run(order, 0, runner.n_batches)
+        assert finite
+        results.append((model._flat.data.copy(), s, c, opt.step_count))
+    (p1, s1, c1, n1), (p2, s2, c2, n2) = results
+    rtol = 1e-5 if dtype == np.float32 else 1e-12
+    np.testing.assert_allclose(p2, p1, rtol=rtol, atol=rtol)
+    assert s2 == pytest.approx(s1, rel=rtol) and c1 == c2 and n1 == n2 == 4
