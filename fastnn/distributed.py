@@ -28,7 +28,7 @@ from ._threads import set_num_threads
 #: Open MPI, PMIx, Slurm's srun)
 LAUNCHER_VARIABLES = ("PMI_RANK", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_RANK", "SLURM_PROCID")
 
-_world = {"comm": None, "MPI": None, "threads_set": False}
+_world = {"comm": None, "MPI": None, "threads_set": False, "allreduce_seconds": 0.0}
 
 
 class DistributedError(RuntimeError):
@@ -116,6 +116,14 @@ def broadcast(array, root=0):
     return array
 
 
+def allreduce_seconds():
+    """Seconds this process has spent in the per-step collectives of distributed fits (the
+    gradient ``Allreduce`` and the small one of each step's totals, waiting for the slowest
+    rank included), since it started: ``python -m fastnn bench --distributed`` reports it as
+    a share of the epoch."""
+    return _world["allreduce_seconds"]
+
+
 def share(m, r, n):
     """Rows ``[r0, r1)`` of a batch of ``m`` rows that rank ``r`` of ``n`` computes: contiguous
     shares whose sizes differ by at most one (the first ``m % n`` ranks get one more)."""
@@ -162,7 +170,9 @@ class World:
         collectives)."""
         t0 = time.perf_counter()
         self.comm.Allreduce(self.MPI.IN_PLACE, array, op=self.MPI.SUM)
-        self.allreduce_seconds += time.perf_counter() - t0
+        dt = time.perf_counter() - t0
+        self.allreduce_seconds += dt
+        _world["allreduce_seconds"] += dt
         return array
 
     def max(self, array):
