@@ -8,6 +8,7 @@ and compares.  Other modes exercise the failure paths and print one line per ran
 
 import json
 import os
+import signal
 import sys
 
 import numpy as np
@@ -140,6 +141,37 @@ def crash(out):
     report(out, f"rank {D.rank()}: finished")
 
 
+class _KillLastRank(fnn.Callback):
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1 and D.rank() == D.size() - 1:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def killed(out):
+    """One rank killed (SIGKILL) in the middle of training: mpiexec stops the others."""
+    model, X, y, kwargs = build(CASES[0])
+    kwargs["epochs"] = 50
+    model.fit(X, y, verbose=0, distributed="mpi", callbacks=[_KillLastRank()], **kwargs)
+    report(out, f"rank {D.rank()}: finished")
+
+
+class _Started(fnn.Callback):
+    def __init__(self, out):
+        self.out = out
+
+    def on_epoch_end(self, epoch, logs=None):
+        if epoch == 1:
+            open(os.path.join(self.out, f"started{D.rank()}"), "w").close()
+
+
+def interrupt(out):
+    """A long fit that the test stops with Ctrl-C (SIGINT to mpiexec, which forwards it)."""
+    model, X, y, kwargs = build(CASES[0])
+    kwargs["epochs"] = 100_000
+    history = model.fit(X, y, verbose=0, distributed="mpi", callbacks=[_Started(out)], **kwargs)
+    report(out, json.dumps({"interrupted": history.interrupted, "epochs": len(history.epoch)}))
+
+
 def callbacks(out):
     """EarlyStopping stops every rank at the same epoch; CSVLogger and ModelCheckpoint write on
     rank 0 only; epoch lines only on rank 0."""
@@ -161,4 +193,6 @@ if __name__ == "__main__":
         "mismatch": mismatch,
         "crash": crash,
         "callbacks": callbacks,
+        "killed": killed,
+        "interrupt": interrupt,
     }[mode](out)

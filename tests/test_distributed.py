@@ -11,8 +11,10 @@ into the shared on-disk cache, so that the ranks do not each compile them at onc
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -198,6 +200,38 @@ def test_failure_mid_training_stops_every_rank(references, tmp_path):
     assert not list(tmp_path.glob("report*"))  # no rank went on to the end
     assert "rank 2 of 3 failed during distributed fit" in proc.stderr
     assert "a callback failed on this rank only" in proc.stderr
+
+
+def test_killed_rank_stops_every_rank(references, tmp_path):
+    proc = run_ranks(3, "killed", tmp_path, check=False)
+    assert proc.returncode != 0
+    assert not list(tmp_path.glob("report*"))
+
+
+def test_ctrl_c_stops_every_rank_at_the_same_epoch(references, tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS}
+    proc = subprocess.Popen(
+        [_mpiexec(), "-n", "2", sys.executable, str(JOB), "interrupt", str(tmp_path)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while len(list(tmp_path.glob("started*"))) < 2:
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)  # mpiexec forwards it to every rank
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, stdout + stderr
+    ranks = [json.loads(text) for text in reports(tmp_path, 2)]
+    assert all(r["interrupted"] for r in ranks)
+    assert ranks[0]["epochs"] == ranks[1]["epochs"] >= 2
+    assert stderr.count("training interrupted (Ctrl-C)") == 2
 
 
 def test_callbacks_on_ranks(references, tmp_path):
