@@ -26,7 +26,13 @@ CASES = [
     ("adam32", "float32", "adam", "xent", False, None, 64, 64, 2),
     # a last batch of one row: with 2 or 3 ranks, some ranks have no share of it
     ("tiny_last", "float64", "adam", "xent", False, None, 33, 16, 2),
+    # X a float64 .npy memory map (written by the test) for a float32 model: converted per
+    # batch on the layer-by-layer runner, each rank checking only its share of the rows
+    ("memmap", "float32", "adam", "xent", False, "split", 90, 16, 2),
 ]
+
+#: the cases run on the compiled runner (no sample weights, X of the model's dtype)
+FAST_CASES = [c[0] for c in CASES if not c[4] and c[0] != "memmap"]
 
 
 def build(case, seed=1):
@@ -34,7 +40,7 @@ def build(case, seed=1):
     ranks pass different ones: rank 0's are broadcast)."""
     name, dtype, opt, loss, weighted, val, n, batch, epochs = case
     rng = np.random.default_rng(7)
-    X = rng.standard_normal((n, 6)).astype(dtype)
+    X = rng.standard_normal((n, 6)).astype(np.float64 if name == "memmap" else dtype)
     n_out = 3
     if loss == "xent":
         y = rng.integers(0, n_out, n)
@@ -90,6 +96,8 @@ def equal(out):
     _fastpath.FastDistributedRunner.__init__ = counting_init
     for case in CASES:
         model, X, y, kwargs = build(case, seed=1 + 10 * r)  # different seeds on each rank
+        if case[0] == "memmap":
+            X = np.load(os.path.join(out, "memmap.npy"), mmap_mode="r")
         history = model.fit(X, y, verbose=0, distributed="mpi", **kwargs)
         arrays[case[0]] = model._flat.data.copy()
         for k, v in history_arrays(history).items():
