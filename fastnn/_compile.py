@@ -21,6 +21,7 @@ subtracts what an epoch spent there from the epoch's time, so samples/s and the 
 estimate describe training, not compilation.
 """
 
+import contextlib
 import functools
 import logging
 import os
@@ -120,11 +121,14 @@ class _Block:
         self.seconds = 0.0
 
 
+_SILENT = object()  # the "what" of a silenced call: compilations are timed, not announced
+
+
 def _block():
     """The calling thread's announced block, made on its first compilation."""
     d = _local.__dict__
     block = d.get("block")
-    if block is None and d.get("what") is not None:
+    if block is None and d.get("what") not in (None, _SILENT):
         block = d["block"] = _Block(d["what"])
     return block
 
@@ -152,6 +156,19 @@ def announcing(what):
         return wrapper
 
     return decorate
+
+
+@contextlib.contextmanager
+def silenced():
+    """Within the block, announced calls made by this thread print nothing (``warmup`` reports
+    per group instead); ``compile_seconds`` still counts."""
+    d = _local.__dict__
+    outer = d.get("what")
+    d["what"] = _SILENT
+    try:
+        yield
+    finally:
+        d["what"] = outer
 
 
 def report():

@@ -12,16 +12,19 @@ always use the layer-by-layer path, e.g. to compare the two.
 """
 
 import os
+import time
 
+import numba
 import numpy as np
 
 from fastnn.kernels import epoch as E
 
 from ._threads import (
-    blas_libraries,
+    CONTENTION_WINDOW,
+    free_threads,
     get_num_threads,
-    restore_blas_threads,
-    single_threaded_blas,
+    hold_blas_threads,
+    release_blas_threads,
 )
 from .distributed import share
 from .losses import MSELoss, SoftmaxCrossEntropy
@@ -216,7 +219,7 @@ class FastEpochRunner:
         # per-chunk partial results follow the totals (``run`` sizes it for its chunk count)
         self.stats = np.zeros(E.N_STATS + 3, np.float64)
         self._chunks = [0, 1]  # a thread count and its chunks per step
-        self._blas_threads = [0] * blas_libraries()  # their thread counts, while set to one
+        self._started = None  # when run was first called (the contention window's start)
         self.params, self.grads = flat.data, flat.grad
         state = optimizer.state[0]
         if opt_kind == E.OPT_SGD:
@@ -256,13 +259,25 @@ class FastEpochRunner:
         if self.stats.size < E.N_STATS + 3 * chunks:
             self.stats = np.zeros(E.N_STATS + 3 * chunks, np.float64)
         if chunks > 1:
-            saved = self._blas_threads
-            single_threaded_blas(saved)
+            # in the fit's first moments, leave the cores that other threads of the process
+            # still spin on (see fastnn._threads.CONTENTION_WINDOW); the chunks stay the same
+            threads = numba.get_num_threads()
+            now = time.perf_counter()
+            if self._started is None:
+                self._started = now
+            use = threads
+            if now - self._started < CONTENTION_WINDOW:
+                use = free_threads(threads)
+            hold_blas_threads(1)
+            if use < threads:
+                numba.set_num_threads(use)
             try:
                 kernel = E.train_batches_units if self.split_units else E.train_batches_parallel
                 self._call(kernel, order, first, last, chunks)
             finally:
-                restore_blas_threads(saved)
+                if use < threads:
+                    numba.set_num_threads(threads)
+                release_blas_threads()
         else:
             self._call(E.train_batches, order, first, last, 1)
         opt.step_count += int(self.stats[E.S_STEPS])
@@ -330,9 +345,8 @@ class FastDistributedRunner(FastEpochRunner):
             stats = self.stats = np.zeros(E.N_STATS + 3 * chunks, np.float64)
         n, bs = self.X.shape[0], self.batch_size
         total, correct = 0.0, 0
-        saved = self._blas_threads
         if chunks > 1:
-            single_threaded_blas(saved)
+            hold_blas_threads(1)
         kernel = E.train_batches
         if chunks > 1:
             kernel = E.train_batches_units if self.split_units else E.train_batches_parallel
@@ -362,5 +376,5 @@ class FastDistributedRunner(FastEpochRunner):
                 self.optimizer.step()
         finally:
             if chunks > 1:
-                restore_blas_threads(saved)
+                release_blas_threads()
         return total, correct, True

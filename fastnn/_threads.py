@@ -5,6 +5,7 @@ import ctypes
 import numbers
 import os
 import sys
+import threading
 
 import numba
 from threadpoolctl import ThreadpoolController, threadpool_limits
@@ -124,25 +125,100 @@ def _controls():
 
 
 def blas_libraries():
-    """How many BLAS libraries ``single_threaded_blas`` sets (the length of its list)."""
+    """How many BLAS libraries ``hold_blas_threads`` sets."""
     return len(_controls())
 
 
-def single_threaded_blas(saved):
-    """Set every BLAS library in the process to one thread, keeping the counts they had in the
-    list ``saved`` (of ``blas_libraries()`` elements) for ``restore_blas_threads``.  The fit
-    kernel's parallel build calls BLAS from each of its own threads.  A few C calls each way
-    (4 us), and nothing allocated: fit does this once per chunk of batches (once per batch
-    with callbacks that want batches), and its steps are checked to allocate nothing."""
-    for i, (get, set_) in enumerate(_controls()):
-        saved[i] = get()
-        set_(1)
+# BLAS thread counts are process-wide, so calls that change them from several Python threads
+# at once must agree: the first call to hold them saves the user's counts, every call sets the
+# count it needs, and the last to let go restores the saved counts (a second fit that saved
+# "1" while the first held BLAS at one thread would otherwise restore 1 for good).
+_hold_lock = threading.Lock()
+_hold = {"depth": 0, "saved": None}
 
 
-def restore_blas_threads(saved):
-    """Undo ``single_threaded_blas``."""
-    for i, (_, set_) in enumerate(_controls()):
-        set_(saved[i])
+def hold_blas_threads(n=1):
+    """Set every BLAS library in the process to ``n`` threads until the matching
+    ``release_blas_threads``.  The fit kernel's parallel build calls BLAS from each of its
+    own threads, with one BLAS thread each.  A few C calls (4 us) and nothing allocated after
+    the first call: fit does this once per chunk of batches, and its steps are checked to
+    allocate nothing."""
+    controls = _controls()
+    with _hold_lock:
+        if _hold["depth"] == 0:
+            saved = _hold["saved"]
+            if saved is None or len(saved) != len(controls):
+                saved = _hold["saved"] = [0] * len(controls)
+            for i, (get, _) in enumerate(controls):
+                saved[i] = get()
+        _hold["depth"] += 1
+        for _, set_ in controls:
+            set_(n)
+
+
+def release_blas_threads():
+    """Undo one ``hold_blas_threads``: the last holder restores the counts the first saved."""
+    controls = _controls()
+    with _hold_lock:
+        if _hold["depth"] == 0:
+            return
+        _hold["depth"] -= 1
+        if _hold["depth"] == 0:
+            for i, (_, set_) in enumerate(controls):
+                set_(_hold["saved"][i])
+
+
+# -- other threads of the process that are running now ----------------------------------------
+# A NumPy product leaves OpenBLAS's worker threads spinning for about 0.1 s after it returns
+# (its THREAD_TIMEOUT: 2**28 cycles), torch's OpenMP workers likewise.  A parallel fastnn
+# kernel started in that window runs its threads on cores the spinners hold, and each of its
+# parallel regions waits at its end for the thread the scheduler put aside: one 784-100-10@64
+# epoch took 2.2-2.6x its time alone right after a 512x512 product.  fit therefore looks, at
+# the start of each chunk of batches in its first CONTENTION_WINDOW seconds, for other threads
+# of the process that are running (state R in /proc), and runs that chunk on the cores they
+# leave free; the chunking of the work, and so every result, stays what the thread setting
+# gives.  A scan costs ~30 us (Linux; elsewhere nothing is found and nothing changes).
+CONTENTION_WINDOW = 0.15
+_TASKS = "/proc/self/task"
+
+
+def busy_threads():
+    """How many other threads of this process are running or runnable now (Linux; 0 where
+    /proc is not available)."""
+    try:
+        tids = os.listdir(_TASKS)
+    except OSError:
+        return 0
+    me = str(threading.get_native_id())
+    busy = 0
+    for tid in tids:
+        if tid == me:
+            continue
+        try:
+            with open(f"{_TASKS}/{tid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:  # the thread ended meanwhile
+            continue
+        end = stat.rfind(b")")  # the state follows the command name, which may hold spaces
+        if stat[end + 2 : end + 3] == b"R":
+            busy += 1
+    return busy
+
+
+def _cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def free_threads(threads):
+    """Threads worth running now: ``threads``, or fewer when other threads of the process are
+    running on the cores (at least one)."""
+    busy = busy_threads()
+    if busy == 0:
+        return threads
+    return max(1, min(threads, _cores() - busy))
 
 
 def pick(serial, parallel, work):
@@ -191,26 +267,41 @@ def worker_budget():
         yield
         return
     previous = numba.get_num_threads()
-    saved = [0] * blas_libraries()
-    controls = _controls()
-    for i, (get, set_) in enumerate(controls):
-        saved[i] = get()
-        set_(min(saved[i], n))
+    hold_blas_threads(n)
     numba.set_num_threads(n)
     try:
         yield
     finally:
         numba.set_num_threads(previous)
-        restore_blas_threads(saved)
+        release_blas_threads()
 
 
 def _threads_from_env():
-    """Apply ``FASTNN_NUM_THREADS`` (if set) as ``set_num_threads`` would; called on import."""
+    """Thread counts from the environment, applied on import (for the importing thread):
+
+    - ``FASTNN_NUM_THREADS=n`` does ``set_num_threads(n)``: numba's kernels and every BLAS
+      library use n threads.  It wins over everything below.
+    - otherwise ``OMP_NUM_THREADS=n`` caps fastnn's kernels at n threads, as it caps torch's
+      and (when ``OPENBLAS_NUM_THREADS`` is unset) OpenBLAS's; BLAS keeps what its library
+      read itself (``OPENBLAS_NUM_THREADS``, else ``OMP_NUM_THREADS``, else all cores).
+    - ``NUMBA_NUM_THREADS`` caps numba's pool (numba's own rule) in every case.
+    """
     value = os.environ.get("FASTNN_NUM_THREADS", "").strip()
-    if not value:
+    if value:
+        try:
+            n = int(value)
+        except ValueError:
+            raise ValueError(
+                f"FASTNN_NUM_THREADS must be a positive integer, got {value!r}"
+            ) from None
+        set_num_threads(n)
         return
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip().split(",")[0]  # "4,2": nested levels
     try:
-        n = int(value)
-    except ValueError:
-        raise ValueError(f"FASTNN_NUM_THREADS must be a positive integer, got {value!r}") from None
-    set_num_threads(n)
+        n = int(omp)
+    except ValueError:  # unset or not a number: OpenMP itself ignores it too
+        return
+    if n >= 1:
+        if not _state["pool_ready"]:
+            _start_thread_pool()
+        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))

@@ -8,6 +8,7 @@ input (float64 into a float32 model, integers, Fortran order, strided views) is 
 """
 
 import numbers
+import os
 
 import numpy as np
 
@@ -34,6 +35,27 @@ def check_positive_int(value, name):
     if value < 1:
         raise ValueError(f"{name} must be a positive integer, got {value}")
     return int(value)
+
+
+def _physical_memory():
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):  # not POSIX: no bound
+        return None
+
+
+#: bytes of RAM of this machine (None where unknown); sizes beyond it are bad arguments
+PHYSICAL_MEMORY = _physical_memory()
+
+
+def check_fits_in_memory(nbytes, what):
+    """ValueError when ``what`` needs more bytes than the machine has RAM: such a size is a
+    mistake in an argument (a MemoryError deep inside NumPy names none)."""
+    if PHYSICAL_MEMORY is not None and nbytes > PHYSICAL_MEMORY:
+        raise ValueError(
+            f"{what} needs {nbytes / 2**30:,.1f} GiB, more than this machine's "
+            f"{PHYSICAL_MEMORY / 2**30:,.1f} GiB of memory"
+        )
 
 
 def check_number(value, name, *, low=None, high=None, low_open=False, high_open=False):

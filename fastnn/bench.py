@@ -531,6 +531,74 @@ def bench_predict(args, peers, force):
         _print_table(head, lines, args.markdown)
 
 
+# -- fit in a busy process -------------------------------------------------------------------
+MIXED_MATMUL = 512
+
+
+def _preceding_work(peers, dtype):
+    """What a user's process does between two fits, each a zero-argument callable: a NumPy
+    product, a scikit-learn fit and (when installed) a torch product."""
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((MIXED_MATMUL, MIXED_MATMUL)).astype(dtype)
+    work = {"numpy matmul": lambda: A @ A}
+    from sklearn.linear_model import LogisticRegression
+
+    Xs = rng.standard_normal((2000, 50)).astype(dtype)
+    ys = (Xs[:, 0] > 0).astype(int)
+    work["sklearn fit"] = lambda: LogisticRegression(max_iter=20).fit(Xs, ys)
+    if "torch" in peers:
+        import torch
+
+        At = torch.from_numpy(A)
+        work["torch matmul"] = lambda: At @ At
+    return work
+
+
+def _after_work(call, work, repeats, pause):
+    """Median seconds of ``call`` alone (after ``pause``) and right after each of ``work``
+    (which runs untimed after the pause, then ``call`` at once), in interleaved rounds."""
+    call()
+    times = {"alone": [], **{name: [] for name in work}}
+    for _ in range(repeats):
+        for name in times:
+            gc.collect()
+            time.sleep(pause)
+            if name != "alone":
+                work[name]()
+            gc.disable()
+            try:
+                t0 = time.perf_counter()
+                call()
+                times[name].append(time.perf_counter() - t0)
+            finally:
+                gc.enable()
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def bench_mixed(args, peers):
+    """fastnn's epoch and predict right after other libraries' work (no pause), against the
+    same call after a pause: the ratio users meet in scripts and notebooks."""
+    work = _preceding_work(peers, args.dtype)
+    lines = []
+    for text in args.shapes:
+        sizes, batch = parse_shape(text, args.batch_size)
+        n = args.samples or default_samples(sizes, batch)
+        X, y = make_data(sizes, n, args.dtype)
+        epoch = make_fastnn(sizes, batch, X, y, args.dtype, args.activation)
+        model = fastnn_mlp(sizes, args.dtype, args.activation)
+        Xp = X[: min(len(X), 4096)]
+        for what, call in (("fit", epoch), ("predict", lambda m=model, Xp=Xp: m.predict(Xp))):
+            med = _after_work(call, work, args.repeats, args.pause)
+            cells = [shape_name(sizes, batch), what, _fmt_time(med["alone"]).strip()]
+            cells += [f"{med[name] / med['alone']:.2f}x" for name in work]
+            lines.append(cells)
+    print(
+        f"\nfastnn right after other work, no pause, against alone (after a {args.pause} s "
+        f"pause): median of {args.repeats}, {args.threads} threads"
+    )
+    _print_table(["network", "call", "alone", *work], lines, args.markdown)
+
+
 # -- start-up ----------------------------------------------------------------------------------
 _STARTUP_CODE = """
 import time
@@ -745,6 +813,12 @@ def add_parser(subparsers):
         help=f"idle seconds before each timed run, so idle threads of the previous library stop "
         f"spinning (default: {PAUSE_SECONDS})",
     )
+    p.add_argument(
+        "--mixed",
+        action="store_true",
+        help="only the table of fastnn's fit and predict right after a NumPy product, a "
+        "scikit-learn fit and a torch product (no pause), against the same call alone",
+    )
     p.add_argument("--markdown", action="store_true", help="summary tables in Markdown")
     p.add_argument(
         "--distributed",
@@ -811,9 +885,13 @@ def run(args):
     if args.distributed:
         bench_distributed(args)
         return 0
-    peers = [p for p in PEERS if p in available_peers(args.peers)]
+    wanted = available_peers(args.peers)
+    peers = [p for p in PEERS if p in wanted]
     set_threads(args.threads)
     print(_machine_line(args.threads))
+    if args.mixed:
+        bench_mixed(args, peers)
+        return 0
     if not args.predict:
         rows = bench_training(args, peers)
         print_summary(rows, peers, args.markdown, args.activation)

@@ -7,10 +7,11 @@ Nothing here downloads: MNIST and Fashion-MNIST are read from IDX files you alre
 
 import gzip
 import os
+import zlib
 
 import numpy as np
 
-from ._validation import check_dtype, check_number, check_positive_int
+from ._validation import check_dtype, check_fits_in_memory, check_number, check_positive_int
 
 __all__ = ["load_iris", "load_digits", "load_idx", "load_mnist", "make_memmap_dataset"]
 
@@ -112,35 +113,84 @@ def load_idx(path):
         The file is not IDX (bad magic number or type code), or is truncated or too long.
     """
     path = os.fspath(path)
-    with open(path, "rb") as f:
-        raw = f.read()
-    if raw[:2] == b"\x1f\x8b":
-        try:
-            raw = gzip.decompress(raw)
-        except (OSError, EOFError) as exc:
-            raise ValueError(f"{path!r}: damaged gzip data ({exc})") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0:
+    with open(path, "rb") as raw_file:
+        size = os.fstat(raw_file.fileno()).st_size
+        gzipped = raw_file.read(2) == b"\x1f\x8b"
+        raw_file.seek(0)
+        if not gzipped:
+            return _read_idx(raw_file, path, size, size)
+        # deflate expands at most ~1032:1, so a header declaring more than that cannot be
+        # honest; the data is streamed (decompressed piece by piece into the array) and
+        # reading stops one byte past the declared size, so a gzip bomb is never expanded
+        # beyond what its header declares
+        with gzip.GzipFile(fileobj=raw_file, mode="rb") as f:
+            return _read_idx(f, path, None, size * _MAX_GZIP_RATIO + 4096)
+
+
+#: deflate's largest expansion ratio is about 1032:1
+_MAX_GZIP_RATIO = 1100
+_IDX_CHUNK = 1 << 20
+
+
+def _read_exact(f, n, path):
+    try:
+        data = f.read(n)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ValueError(f"{path!r}: damaged gzip data ({exc})") from None
+    return data
+
+
+def _read_idx(f, path, size, max_bytes):
+    """Parse an IDX stream ``f``: ``size`` is its exact length when known (plain files), else
+    ``max_bytes`` bounds what the header may declare."""
+    head = _read_exact(f, 4, path)
+    if len(head) < 4 or head[0] != 0 or head[1] != 0:
         raise ValueError(
             f"{path!r} is not an IDX file: it must start with two zero bytes, a type code and "
-            f"the number of dimensions (got {raw[:4]!r})"
+            f"the number of dimensions (got {head[:4]!r})"
         )
-    code, ndim = raw[2], raw[3]
+    code, ndim = head[2], head[3]
     dtype = _IDX_TYPES.get(code)
     if dtype is None:
         raise ValueError(f"{path!r}: unknown IDX type code 0x{code:02x}")
     if ndim == 0:
         raise ValueError(f"{path!r}: IDX header declares 0 dimensions")
     header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise ValueError(f"{path!r}: truncated IDX header ({len(raw)} bytes)")
-    shape = tuple(int(d) for d in np.frombuffer(raw, ">u4", count=ndim, offset=4))
-    expected = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if len(raw) - header != expected:
+    dims = _read_exact(f, 4 * ndim, path)
+    if len(dims) < 4 * ndim:
+        raise ValueError(f"{path!r}: truncated IDX header ({4 + len(dims)} bytes)")
+    shape = tuple(int(d) for d in np.frombuffer(dims, ">u4"))
+    expected = dtype.itemsize
+    for d in shape:
+        expected *= d
+    if size is not None and size - header != expected:
         raise ValueError(
             f"{path!r}: the header declares shape {shape} of {dtype.name} ({expected} bytes of "
-            f"data) but the file holds {len(raw) - header} bytes after the header"
+            f"data) but the file holds {size - header} bytes after the header"
         )
-    data = np.frombuffer(raw, dtype, offset=header).reshape(shape)
+    if size is None and expected > max_bytes:
+        raise ValueError(
+            f"{path!r}: the header declares shape {shape} of {dtype.name} ({expected} bytes of "
+            f"data), more than a gzip file of this size can hold"
+        )
+    data = np.empty(shape, dtype)
+    view = memoryview(data.reshape(-1).view(np.uint8))
+    pos = 0
+    try:
+        while pos < expected:
+            got = f.readinto(view[pos : min(pos + _IDX_CHUNK, expected)])
+            if not got:
+                break
+            pos += got
+        extra = len(f.read(1))
+    except (OSError, EOFError, zlib.error) as exc:
+        raise ValueError(f"{path!r}: damaged gzip data ({exc})") from None
+    if pos < expected or extra:
+        held = f"{pos} bytes" if pos < expected else "more bytes than that"
+        raise ValueError(
+            f"{path!r}: the header declares shape {shape} of {dtype.name} ({expected} bytes of "
+            f"data) but the file holds {held} after the header"
+        )
     return data.astype(dtype.newbyteorder("="))
 
 
@@ -236,6 +286,12 @@ def make_memmap_dataset(
     n_classes = check_positive_int(n_classes, "n_classes")
     dtype = check_dtype(dtype)
     noise = check_number(noise, "noise", low=0.0)
+    # class centres and one generated row (float64), the labels
+    check_fits_in_memory(
+        (n_classes + 1) * n_features * 8 + n_samples * 8,
+        f"make_memmap_dataset(n_samples={n_samples}, n_features={n_features}, "
+        f"n_classes={n_classes})",
+    )
     path = os.fspath(path)
     stem = path[:-4] if path.endswith(".npy") else path
     y_path = stem + "_labels.npy"

@@ -42,6 +42,10 @@ class Loss:
         """Raise ValueError when checked real targets ``T`` hold values the loss cannot take
         (fit calls it too, with the argument's name)."""
 
+    def labels_of(self, T):
+        """Integer labels for fit's accuracy from checked real targets ``T``, or None."""
+        return None
+
     def _forward(self, output, target, sample_weight=None):
         """Kernel call on checked arrays; ``sample_weight`` is None or (n,) of output's dtype."""
         raise NotImplementedError
@@ -142,16 +146,39 @@ def _sw(sample_weight, dtype):
     return _EMPTY[np.dtype(dtype)] if sample_weight is None else sample_weight
 
 
+#: how far a probability row's sum may be from 1 (float32 rows of ~1000 classes round to 1e-5)
+ROW_SUM_TOLERANCE = 1e-4
+
+
 class _ClassificationLoss(Loss):
     classification = True
 
     def check_target(self, target, output):
         target_arr = np.asarray(target)
         if target_arr.ndim == 2:
-            return check_targets(
-                target_arr, output.shape[1], "target", output.shape[0], output.dtype
-            )
+            T = check_targets(target_arr, output.shape[1], "target", output.shape[0], output.dtype)
+            self.check_target_values(T, "target")
+            return T
         return check_labels(target_arr, output.shape[1], "target", output.shape[0])
+
+    def check_target_values(self, T, name):
+        """2-D targets must be probability rows: non-negative, each summing to 1 (within
+        ROW_SUM_TOLERANCE); a cross-entropy of anything else is not a loss (negative targets
+        drove it to -8.3 and training to nonsense)."""
+        low = T.min()
+        if low < 0:
+            raise ValueError(
+                f"{name} must hold probability rows (one-hot or class probabilities: values "
+                f">= 0, each row summing to 1) for {type(self).__name__}; got a value of {low:g}"
+            )
+        sums = T.sum(axis=1, dtype=np.float64)
+        worst = int(np.argmax(np.abs(sums - 1.0)))
+        if abs(sums[worst] - 1.0) > ROW_SUM_TOLERANCE:
+            raise ValueError(
+                f"{name} must hold probability rows (one-hot or class probabilities: values "
+                f">= 0, each row summing to 1) for {type(self).__name__}; row {worst} sums to "
+                f"{sums[worst]:.6g}"
+            )
 
 
 class SoftmaxCrossEntropy(_ClassificationLoss):
@@ -308,6 +335,13 @@ class BCEWithLogits(Loss):
                 f"{name} must hold 0/1 labels or probabilities in [0, 1], got values in "
                 f"[{T.min():g}, {T.max():g}]"
             )
+
+    def labels_of(self, T):
+        """A binary classifier (one output, 0/1 targets) records accuracy: logit > 0 is a
+        prediction of 1."""
+        if T.shape[1] == 1 and np.all((T == 0) | (T == 1)):
+            return np.ascontiguousarray(T[:, 0], dtype=np.int64)
+        return None
 
     def _forward(self, Z, T, sample_weight=None):
         dZ = self._grad_buffer(Z)

@@ -117,6 +117,10 @@ class Sequential(Layer):
             if isinstance(stage, _DenseStage):
                 stage.X = X
                 X = stage.A = stage.forward(X)
+            elif isinstance(stage, Sequential):
+                # checked input already; a non-finite activation inside is a divergence for
+                # fit to handle, not a bad argument
+                X = stage._forward(X)
             else:
                 X = stage.forward(X)
         self._out_shape = X.shape  # what backward's grad must match, whatever the last stage
@@ -178,6 +182,7 @@ class Sequential(Layer):
         # 784-100-10 predict of 100-110 ms
         narrows = isinstance(first, _DenseStage) and first.linear.n_out < first.linear.n_in
         X = check_X(X, "X", dtype=self.dtype, n_features=self.n_in, finite=not narrows)
+        batch_size = min(batch_size, X.shape[0])  # 2**70 is the whole X, not a kernel error
         out = np.empty((X.shape[0], self.n_out), self.dtype)
         buffers = BufferCache(max_shapes=2)
         with worker_budget():  # a Dask worker's task: its thread budget (else nothing)
@@ -203,6 +208,8 @@ class Sequential(Layer):
                     X = A
                 else:
                     X = stage.linear.forward_act(X, stage.code, stage.alpha, A)
+            elif isinstance(stage, Sequential):
+                X = stage._infer(X, BufferCache(max_shapes=1))  # its own names for buffers
             else:
                 X = stage.predict(X)
         return X

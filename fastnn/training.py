@@ -2,6 +2,7 @@
 
 import numbers
 import sys
+import threading
 import time
 
 import numpy as np
@@ -84,20 +85,61 @@ def _check_fit_args(model, X, y, loss, optimizer, epochs, batch_size, finite_X=T
         raise TypeError(f"loss must be a fastnn loss (e.g. SoftmaxCrossEntropy()), got {loss!r}")
     if not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer must be a fastnn optimizer (e.g. SGD(...)), got {optimizer!r}")
+    check_optimizer_covers(model, optimizer)
     epochs = check_positive_int(epochs, "epochs")
     batch_size = check_positive_int(batch_size, "batch_size")
     X_checked = finite_X or isinstance(X, np.memmap)  # a memory map is checked chunk by chunk
     X = _check_X_data(model, X, "X", finite=finite_X, part=part)
     y, labels = check_y(model, y, loss, X.shape[0])
     _check_batch_sizes(model, X.shape[0], batch_size)
+    # a batch larger than the data is the whole data (and 2**70 must not reach a kernel)
+    batch_size = min(batch_size, X.shape[0])
     return X, y, labels, epochs, batch_size, X_checked
+
+
+def _address_range(a):
+    start = a.__array_interface__["data"][0]
+    return start, start + a.nbytes
+
+
+def _within(inner, outer):
+    i0, i1 = _address_range(inner)
+    o0, o1 = _address_range(outer)
+    return inner.dtype == outer.dtype and o0 <= i0 and i1 <= o1
+
+
+def check_optimizer_covers(model, optimizer):
+    """ValueError unless every parameter of ``model`` (its data and its gradient, as they are
+    now) lies in a buffer that ``optimizer`` updates.  An optimizer made before a layer was
+    added (``Sequential.add`` repacks the parameters into a new buffer) or made for another
+    model would otherwise train nothing, silently."""
+    groups = optimizer._groups
+    for i, p in enumerate(model.parameters()):
+        if not any(_within(p.data, d) and _within(p.grad, g) for d, g in groups):
+            raise ValueError(
+                f"optimizer does not update parameter {i} ({p!r}) of the model: make the "
+                "optimizer from model.parameters() after the model's last change (adding a "
+                "layer repacks the parameters), and for this model"
+            )
+
+
+def leaf_layers(model):
+    """The layers of ``model`` with nested Sequential-like containers flattened, in order."""
+    out = []
+    for layer in model.layers:
+        inner = getattr(layer, "layers", None)
+        if isinstance(inner, list):
+            out.extend(leaf_layers(layer))
+        else:
+            out.append(layer)
+    return out
 
 
 def _check_batch_sizes(model, n, batch_size):
     """Layers that need several samples per training batch (BatchNorm1d) get them in every
     batch of the epoch, the smaller last one included; checked before anything trains."""
     smallest = min(n % batch_size or batch_size, n)
-    for layer in model.layers:
+    for layer in leaf_layers(model):
         need = getattr(layer, "min_train_batch", 1)
         if smallest < need:
             raise ValueError(
@@ -113,12 +155,21 @@ def check_y(model, y, loss, n_samples, name="y"):
         arr = np.asarray(y)
         if arr.ndim == 2:
             T = check_targets(arr, model.n_out, name, n_samples, model.dtype)
+            loss.check_target_values(T, name)
             return T, np.ascontiguousarray(T.argmax(axis=1))
         y = check_labels(arr, model.n_out, name, n_samples)
         return y, y
     T = check_targets(y, model.n_out, name, n_samples, model.dtype)
     loss.check_target_values(T, name)
-    return T, None
+    return T, loss.labels_of(T)
+
+
+def count_correct(out, labels):
+    """Correct predictions of a batch: argmax against the labels, or for one output column (a
+    binary classifier on logits) logit > 0 against label 1."""
+    if out.shape[1] == 1:
+        return int(np.count_nonzero((out[:, 0] > 0) == (labels != 0)))
+    return pick(K.count_correct, K.count_correct_parallel, out.size)(out, labels)
 
 
 def evaluate(model, X, y, labels, loss, batch_size=4096):
@@ -129,9 +180,7 @@ def evaluate(model, X, y, labels, loss, batch_size=4096):
         out = model.predict(X[start:stop], batch_size=batch_size)
         total += loss._forward(out, y[start:stop]) * (stop - start)
         if labels is not None:
-            correct += pick(K.count_correct, K.count_correct_parallel, out.size)(
-                out, labels[start:stop]
-            )
+            correct += count_correct(out, labels[start:stop])
     logs = {"loss": total / n}
     if labels is not None:
         logs["accuracy"] = correct / n
@@ -181,6 +230,9 @@ class EpochRunner:
             self.wb = np.empty(m, sample_weight.dtype)
             self.w_scale = n / float(sample_weight.sum(dtype=np.float64))
         self.gather_rows = pick(K.gather_rows, K.gather_rows_parallel, self.xb.size)
+        # a memory map of a type the kernels do not take (float16) is gathered by NumPy and
+        # converted per batch, as float16 in memory is converted by check_X
+        self.gather_X = self.gather_rows if X.dtype in _KERNEL_X_DTYPES else _gather_convert
         # Dense-only models overwrite gradients in backward (beta=0) instead of zeroing first.
         self.beta = 0.0 if model._dense_only else 1.0
 
@@ -194,7 +246,7 @@ class EpochRunner:
             m = stop - start
             idx = order[start:stop]
             xb, yb = self.xb[:m], self.yb[:m]
-            self.gather_rows(self.X, idx, xb)
+            self.gather_X(self.X, idx, xb)
             if yb.ndim == 2:
                 self.gather_rows(self.y, idx, yb)
             else:
@@ -214,12 +266,21 @@ class EpochRunner:
             if self.labels is not None:
                 lb = self.lb[:m]
                 K.gather(self.labels, idx, lb)
-                correct += K.count_correct(out, lb)
+                correct += count_correct(out, lb)
             if self.beta:
                 model.zero_grad()
             model._backward(loss.backward(), beta=self.beta, need_input_grad=False)
             optimizer.step()
         return total, correct, True
+
+
+_KERNEL_X_DTYPES = {np.dtype(t) for t in (np.float32, np.float64, np.int8, np.int16, np.int32,
+                                            np.int64, np.uint8, np.uint16, np.uint32,
+                                            np.uint64, np.bool_)}  # fmt: skip
+
+
+def _gather_convert(X, idx, out):
+    np.copyto(out, X[idx], casting="unsafe")
 
 
 def make_runner(model, X, y, labels, loss, optimizer, batch_size, sample_weight=None):
@@ -270,7 +331,7 @@ class DistributedRunner(EpochRunner):
             active = share_weight > 0
             if active:
                 xb, yb = self.xb[:mr], self.yb[:mr]
-                self.gather_rows(self.X, idx, xb)
+                self.gather_X(self.X, idx, xb)
                 if yb.ndim == 2:
                     self.gather_rows(self.y, idx, yb)
                 else:
@@ -285,7 +346,7 @@ class DistributedRunner(EpochRunner):
                 if self.labels is not None and np.isfinite(value):
                     lb = self.lb[:mr]
                     K.gather(self.labels, idx, lb)
-                    c = K.count_correct(out, lb)
+                    c = count_correct(out, lb)
             stats[0] = value * weight
             stats[1] = c
             stats[2] = 0.0 if np.isfinite(value) else 1.0
@@ -326,7 +387,11 @@ class _Snapshot:
             for k, v in state.items():
                 saved[k][...] = v
         self.step_count = self.optimizer.step_count
-        self.layer_state = [layer.state_arrays() for layer in self.model.layers]
+        # nested Sequentials included; copies, since a layer may return its own arrays
+        self.layer_state = [
+            {k: np.array(v, copy=True) for k, v in layer.state_arrays().items()}
+            for layer in leaf_layers(self.model)
+        ]
 
     def restore(self):
         self.model._flat.data[...] = self.data
@@ -335,7 +400,7 @@ class _Snapshot:
                 v[...] = saved[k]
         self.optimizer.step_count = self.step_count
         if self.layer_state is not None:
-            for layer, arrays in zip(self.model.layers, self.layer_state, strict=True):
+            for layer, arrays in zip(leaf_layers(self.model), self.layer_state, strict=True):
                 layer.load_state_arrays(arrays)
 
 
@@ -571,8 +636,32 @@ def _start_distributed(
 CHUNK_SECONDS = 0.1
 
 
+_fitting = set()
+_fitting_lock = threading.Lock()
+
+
 @announcing("training kernels")
-def fit(
+def fit(model, X, y, **kwargs):
+    """The training loop of ``Sequential.fit`` (see its docstring for the arguments).
+
+    One fit per model at a time: a fit on a model that is already fitting (in another thread,
+    or from one of its own callbacks) raises RuntimeError before touching anything."""
+    with _fitting_lock:
+        if id(model) in _fitting:
+            raise RuntimeError(
+                "this model is already being fitted (in another thread or by a callback of "
+                "its own fit); one fit per model at a time: wait for the first to return"
+            )
+        _fitting.add(id(model))
+    try:
+        with worker_budget():  # a Dask worker's task: its thread budget (else nothing)
+            return _fit_world(model, X, y, **kwargs)
+    finally:
+        with _fitting_lock:
+            _fitting.discard(id(model))
+
+
+def _fit_world(
     model,
     X,
     y,
@@ -591,18 +680,8 @@ def fit(
     sample_weight=None,
     distributed=None,
 ):
-    """The training loop of ``Sequential.fit`` (see its docstring for the arguments)."""
-    with worker_budget():  # a Dask worker's task: its thread budget (else nothing)
-        return _fit_world(
-            model, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, validation_data,
-            validation_split, callbacks, initial_epoch, verbose, sample_weight, distributed,
-        )  # fmt: skip
-
-
-def _fit_world(
-    model, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, validation_data,
-    validation_split, callbacks, initial_epoch, verbose, sample_weight, distributed,
-):  # fmt: skip
+    """``fit`` in one process, or on every rank of a distributed fit (``distributed="mpi"``
+    under an MPI launcher: see :mod:`fastnn.distributed`)."""
     dist = make_world(distributed)
     args = (model, X, y, loss, optimizer, epochs, batch_size, shuffle, seed, validation_data,
             validation_split, callbacks, initial_epoch, verbose, sample_weight)  # fmt: skip
@@ -826,7 +905,7 @@ def _finite_parameters(model):
     data = model._flat.data.reshape(1, -1)
     if not pick(K.all_finite, K.all_finite_parallel, data.size)(data):
         return False
-    for layer in model.layers:
+    for layer in leaf_layers(model):
         for arr in layer.state_arrays().values():
             if arr.dtype.kind == "f" and not np.isfinite(arr).all():
                 return False

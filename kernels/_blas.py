@@ -33,7 +33,7 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import get_cython_function_address, intrinsic
 
-from ._config import njit
+from ._config import njit, njit_inline
 
 #: symbol names of ``sgemm``/``dgemm`` in the BLAS builds NumPy ships with, best first
 _NUMPY_GEMM_SYMBOLS = (
@@ -71,14 +71,13 @@ def _numpy_gemm_addresses():
 
 def _register_gemm():
     found = None if os.environ.get("FASTNN_BLAS") == "scipy" else _numpy_gemm_addresses()
-    s_scipy = get_cython_function_address("scipy.linalg.cython_blas", "sgemm")
-    d_scipy = get_cython_function_address("scipy.linalg.cython_blas", "dgemm")
-    # The names used before int64 arguments: kernels cached on disk by an older fastnn call
-    # these with int32 arguments, so they must keep pointing at an LP64 library.
-    ll.add_symbol("fastnn_sgemm", s_scipy)
-    ll.add_symbol("fastnn_dgemm", d_scipy)
     if found is None:
-        found = ("scipy.linalg.cython_blas", s_scipy, d_scipy)
+        # SciPy's LP64 BLAS: imported only here, since scipy.linalg costs ~150 ms of import
+        found = (
+            "scipy.linalg.cython_blas",
+            get_cython_function_address("scipy.linalg.cython_blas", "sgemm"),
+            get_cython_function_address("scipy.linalg.cython_blas", "dgemm"),
+        )
     path, s_addr, d_addr = found
     ll.add_symbol("fastnn_sgemm_i64", s_addr)
     ll.add_symbol("fastnn_dgemm_i64", d_addr)
@@ -125,7 +124,7 @@ def _leading_dim(A):
     return np.int64(max(A.shape[1], 1))
 
 
-@njit
+@njit_inline
 def gemm(trans_a, trans_b, alpha, A, B, beta, C):
     """Row-major ``C = alpha * op(A) @ op(B) + beta * C`` through BLAS.
 
@@ -136,6 +135,14 @@ def gemm(trans_a, trans_b, alpha, A, B, beta, C):
     true.  Row-major ``C = op(A) op(B)`` is column-major ``C.T = op(B).T op(A).T``, so the
     operands are handed to Fortran swapped.
     """
+    # (inlined into its callers, so that the flags reach ``_gemm`` as run-time booleans: a
+    # constant True or False would make numba compile ``_gemm`` once per combination)
+    _gemm(bool(trans_a), bool(trans_b), float(alpha), A, B, float(beta), C)
+
+
+@njit
+def _gemm(trans_a, trans_b, alpha, A, B, beta, C):
+    """``gemm`` with its flags typed as plain booleans."""
     m, n = C.shape
     k = A.shape[0] if trans_a else A.shape[1]
     if m == 0 or n == 0:

@@ -65,3 +65,18 @@ def test_bad_options_fail_clearly(argv, option, capsys):
     assert info.value.code == 2
     err = capsys.readouterr().err
     assert f"argument {option}" in err and ("must be > 0" in err or "expected a float" in err)
+
+
+def test_warmup_reports_each_group(capsys):
+    """``warmup`` in-process: one line per kernel group, and the kernels are then ready (a
+    second run compiles nothing, whatever the first found in the cache)."""
+    assert main(["warmup"]) == 0
+    first = capsys.readouterr().out
+    assert first.startswith("fastnn warmup: compiling kernels for this CPU")
+    groups = re.findall(r"^  (\S.*?)\s+[\d.]+ s  \((compiled in [\d.]+ s|cached)\)$", first, re.M)
+    names = [name for name, _ in groups]
+    assert names == ["training and inference kernels, float32", "scikit-learn drop-ins, float64"]
+    assert main(["warmup"]) == 0
+    second = capsys.readouterr().out
+    assert second.count("(cached)") == 2, second
+    assert "done in" in second

@@ -1,5 +1,10 @@
 """Calls from several Python threads at once (the kernels release the GIL), and thread control."""
 
+import os
+import subprocess
+import sys
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numba
@@ -9,6 +14,7 @@ from conftest import kernel
 from threadpoolctl import threadpool_info
 
 import fastnn as fnn
+from fastnn import _fastpath, _threads
 
 
 def _model(dtype=np.float32):
@@ -147,6 +153,8 @@ def test_fastnn_num_threads_environment_variable(value, want):
         "print(numba.get_num_threads(), max(blas))\n"
     )
     env = dict(os.environ, FASTNN_NUM_THREADS=value, NUMBA_NUM_THREADS="2")
+    env.pop("OMP_NUM_THREADS", None)
+    env.pop("OPENBLAS_NUM_THREADS", None)
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     if want is not None:
@@ -158,3 +166,130 @@ def test_fastnn_num_threads_environment_variable(value, want):
         text=True,
     )
     assert bad.returncode != 0 and "FASTNN_NUM_THREADS must be a positive integer" in bad.stderr
+
+
+def test_concurrent_holds_restore_the_users_blas_threads(restore_threads):
+    """Many Python threads hold and release BLAS at one thread, interleaved at random: after
+    the last release every library has the count it had before (issue 22, item 4)."""
+    fnn.set_num_threads(2)
+    before = _blas_limits()
+    assert 2 in before.values()
+    rng = np.random.default_rng(0)
+    delays = rng.uniform(0, 2e-3, size=(8, 20))
+
+    def worker(i):
+        for d in delays[i]:
+            _threads.hold_blas_threads(1)
+            time.sleep(d)
+            _threads.release_blas_threads()
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(worker, range(8)))
+    assert _blas_limits() == before
+
+
+def test_two_fits_in_two_threads_restore_the_users_blas_threads(monkeypatch, restore_threads):
+    """Two fits on the data-parallel build (which sets BLAS to one thread around each chunk)
+    from two Python threads, ten times: BLAS keeps the user's count afterwards."""
+    monkeypatch.setattr(_fastpath, "chunks_for", lambda *args: 2)
+    fnn.set_num_threads(2)
+    before = _blas_limits()
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((512, 20)).astype(np.float32)
+    y = rng.integers(0, 3, 512)
+
+    def fit(seed):
+        model = fnn.Sequential(fnn.Linear(20, 32, seed=seed), fnn.ReLU(), fnn.Linear(32, 3))
+        opt = fnn.SGD(model.parameters(), lr=0.05)
+        model.fit(X, y, loss=fnn.SoftmaxCrossEntropy(), optimizer=opt, epochs=3, verbose=0)
+        return model
+
+    for _ in range(10):
+        with ThreadPoolExecutor(2) as pool:
+            list(pool.map(fit, (0, 1)))
+        after = _blas_limits()  # (libraries loaded meanwhile, like SciPy's, are not compared)
+        assert {lib: after[lib] for lib in before} == before
+
+
+def test_busy_threads_sees_a_spinning_thread():
+    """A Python thread spinning in a loop is seen as running; once it stops, it is not."""
+    if not os.path.isdir("/proc/self/task"):
+        pytest.skip("needs Linux's /proc to see other threads' states")
+    stop = threading.Event()
+
+    def spin():
+        while not stop.is_set():
+            pass
+
+    quiet = min(_threads.busy_threads() for _ in range(20))
+    worker = threading.Thread(target=spin)
+    worker.start()
+    try:
+        time.sleep(0.05)
+        # the GIL lets the spinner run only part of the time: look a few times
+        seen = max(_threads.busy_threads() for _ in range(200))
+    finally:
+        stop.set()
+        worker.join()
+    assert seen >= quiet + 1
+
+
+def test_a_busy_process_gets_the_same_fit(monkeypatch, restore_threads):
+    """fit's data-parallel build run on fewer threads while others spin (free_threads) keeps
+    its chunks, so the parameters are bit-identical, and the thread setting comes back."""
+    monkeypatch.setattr(_fastpath, "chunks_for", lambda *args: 2)
+    fnn.set_num_threads(2)
+    rng = np.random.default_rng(2)
+    X = rng.standard_normal((600, 20)).astype(np.float32)
+    y = rng.integers(0, 3, 600)
+
+    def fit():
+        model = fnn.Sequential(fnn.Linear(20, 32, seed=0), fnn.ReLU(), fnn.Linear(32, 3, seed=1))
+        opt = fnn.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        model.fit(X, y, loss=fnn.SoftmaxCrossEntropy(), optimizer=opt, epochs=2, seed=0, verbose=0)
+        return [p.data.copy() for p in model.parameters()]
+
+    calm = fit()
+    seen = []
+
+    def busy(threads):
+        seen.append(threads)
+        return 1
+
+    monkeypatch.setattr(_fastpath, "CONTENTION_WINDOW", 1e9)  # every chunk looks
+    monkeypatch.setattr(_fastpath, "free_threads", busy)
+    crowded = fit()
+    assert seen and all(t == 2 for t in seen)
+    assert numba.get_num_threads() == 2
+    for a, b in zip(calm, crowded, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "env,want",
+    [
+        ({"OMP_NUM_THREADS": "1"}, "1 1"),  # numba follows OMP, OpenBLAS read it itself
+        ({"OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "2"}, "1 2"),
+        ({"OMP_NUM_THREADS": "1", "FASTNN_NUM_THREADS": "2"}, "2 2"),  # fastnn's wins
+        ({"OPENBLAS_NUM_THREADS": "1"}, "2 1"),  # BLAS only
+        ({"OMP_NUM_THREADS": "junk"}, "2 2"),
+    ],
+)
+def test_thread_environment_variables_precedence(env, want):
+    """FASTNN_NUM_THREADS > OMP_NUM_THREADS for fastnn's kernels; OpenBLAS's own variables for
+    BLAS unless FASTNN_NUM_THREADS sets it (fastnn._threads._threads_from_env)."""
+    code = (
+        "import fastnn, numba\n"
+        "from threadpoolctl import threadpool_info\n"
+        "blas = {i['num_threads'] for i in threadpool_info() if i['user_api'] == 'blas'}\n"
+        "print(numba.get_num_threads(), max(blas))\n"
+    )
+    full = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "FASTNN_NUM_THREADS")
+    }
+    full.update(env, NUMBA_NUM_THREADS="2")
+    out = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == want.split()

@@ -84,3 +84,87 @@ class Import:
 
     def timeraw_import(self):
         return "import fastnn"
+
+
+#: the timed part of each cold first fit: one build of the compiled fit, or the drop-in
+_COLD_CASES = {
+    # the README's main job: the digits (64-128-10@32) on the serial build
+    "serial": """
+import numpy as np
+import fastnn as fnn
+fnn.set_num_threads({threads})
+rng = np.random.default_rng(0)
+X = rng.standard_normal((1347, 64)).astype(np.float32)
+y = rng.integers(0, 10, 1347)
+model = fnn.Sequential(fnn.Linear(64, 128, seed=0), fnn.ReLU(), fnn.Linear(128, 10, seed=1))
+opt = fnn.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
+model.fit(X, y, loss=fnn.SoftmaxCrossEntropy(), optimizer=opt, epochs=1, batch_size=32,
+          verbose=0)
+""",
+    # 784-100-10@64 on a few thousand rows: the data-parallel build with two threads
+    "data-parallel": """
+import numpy as np
+import fastnn as fnn
+fnn.set_num_threads({threads})
+rng = np.random.default_rng(0)
+X = rng.standard_normal((4096, 784)).astype(np.float32)
+y = rng.integers(0, 10, 4096)
+model = fnn.Sequential(fnn.Linear(784, 100, seed=0), fnn.ReLU(), fnn.Linear(100, 10, seed=1))
+opt = fnn.SGD(model.parameters(), lr=0.01)
+model.fit(X, y, loss=fnn.SoftmaxCrossEntropy(), optimizer=opt, epochs=1, batch_size=64,
+          verbose=0)
+""",
+    # the largest bench network: hidden layers split by units across the threads
+    "split-by-units": """
+import numpy as np
+import fastnn as fnn
+fnn.set_num_threads({threads})
+rng = np.random.default_rng(0)
+X = rng.standard_normal((1024, 784)).astype(np.float32)
+y = rng.integers(0, 10, 1024)
+sizes = (784, 1024, 1024, 1024, 10)
+layers = []
+for i in range(4):
+    layers.append(fnn.Linear(sizes[i], sizes[i + 1], seed=i))
+    if i < 3:
+        layers.append(fnn.ReLU())
+model = fnn.Sequential(*layers)
+opt = fnn.SGD(model.parameters(), lr=0.01)
+model.fit(X, y, loss=fnn.SoftmaxCrossEntropy(), optimizer=opt, epochs=1, batch_size=512,
+          verbose=0)
+""",
+    # the scikit-learn drop-in on the digits, as a new user would try it
+    "drop-in": """
+import warnings
+from sklearn.datasets import load_digits
+from fastnn.sklearn import MLPClassifier
+X, y = load_digits(return_X_y=True)
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    MLPClassifier(max_iter=20, random_state=0).fit(X, y)
+""",
+}
+
+
+class ColdFirstFit:
+    """A first fit in a fresh interpreter with an empty kernel cache, per build of the
+    compiled fit and for the drop-in: the compilation a new machine, container or upgrade
+    pays once (issue 17 tracks it: 30-60 s on the 2-core machine for the fused builds)."""
+
+    params = (tuple(_COLD_CASES),)
+    param_names = ("case",)
+    number = 1
+    rounds = 1
+    repeat = (1, 3, 120.0)
+    timeout = 900
+
+    def setup_cache(self):
+        parent = os.path.abspath("numba_cache_cold_first_fit")
+        os.makedirs(parent, exist_ok=True)
+        return parent
+
+    def timeraw_cold_first_fit(self, parent, case):
+        setup = "import tempfile\n" + _SETUP.replace(
+            "{cache_dir!r}", f"tempfile.mkdtemp(prefix='numba_cache_cold_', dir={parent!r})"
+        )
+        return _COLD_CASES[case].format(threads=THREADS), setup

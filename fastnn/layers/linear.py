@@ -11,7 +11,7 @@ from fastnn.kernels import (
 )
 
 from .._threads import pick
-from .._validation import check_dtype, check_positive_int
+from .._validation import check_dtype, check_fits_in_memory, check_positive_int
 from ..parameter import Parameter
 from ._base import BufferCache, Layer
 from ._inputs import layer_grad, layer_input
@@ -40,12 +40,21 @@ class Linear(Layer):
     def __init__(self, n_in, n_out, *, bias=True, init="he", dtype=np.float32, seed=None):
         self.n_in = check_positive_int(n_in, "n_in")
         self.n_out = check_positive_int(n_out, "n_out")
+        # the float64 initial draw, the weights and their gradient
+        check_fits_in_memory(
+            self.n_in * self.n_out * 16, f"Linear(n_in={self.n_in}, n_out={self.n_out})"
+        )
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
         self.init = init
         self.dtype = check_dtype(dtype)
         self.seed = seed
-        rng = np.random.default_rng(seed)
+        try:
+            rng = np.random.default_rng(seed)
+        except (TypeError, ValueError) as exc:
+            raise type(exc)(
+                f"seed must be None, a non-negative integer or a numpy Generator, got {seed!r}"
+            ) from None
         shape = (self.n_in, self.n_out)
         if init == "he":
             W = rng.standard_normal(shape) * np.sqrt(2.0 / self.n_in)

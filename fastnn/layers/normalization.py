@@ -7,7 +7,12 @@ import numpy as np
 from fastnn import kernels as K
 
 from .._threads import pick
-from .._validation import check_dtype, check_number, check_positive_int
+from .._validation import (
+    check_dtype,
+    check_fits_in_memory,
+    check_number,
+    check_positive_int,
+)
 from ..parameter import Parameter
 from ._base import BufferCache, Layer
 from ._inputs import layer_grad, layer_input
@@ -18,6 +23,7 @@ class _Norm(Layer):
 
     def _init_affine(self, n, affine, dtype):
         self.dtype = check_dtype(dtype)
+        check_fits_in_memory(n * 8 * self.dtype.itemsize, f"{type(self).__name__} of {n} features")
         self._buffers = BufferCache()
         if affine:
             self.weight = Parameter(np.ones(n, self.dtype), name="weight")

@@ -2,6 +2,7 @@
 clipping by global norm fused into every update kernel."""
 
 import math
+import numbers
 
 import numpy as np
 
@@ -11,6 +12,30 @@ from .._threads import pick
 from .._validation import check_number
 from ..parameter import FlatParameters, Parameter
 
+#: largest step count an optimizer accepts (the kernels take it as an int64; float64 is exact)
+MAX_STEP_COUNT = 2**53
+
+
+class Hyper:
+    """A hyper-parameter attribute checked whenever it is set (``opt.lr = -1`` raises like the
+    constructor would), so a schedule or a user changing it between epochs cannot slip an
+    invalid value into the update kernel."""
+
+    def __init__(self, *, optional=False, **limits):
+        self.optional, self.limits = optional, limits
+
+    def __set_name__(self, owner, name):
+        self.name, self.attr = name, "_hp_" + name
+
+    def __get__(self, obj, objtype=None):
+        return self if obj is None else getattr(obj, self.attr)
+
+    def __set__(self, obj, value):
+        if value is None and self.optional:
+            setattr(obj, self.attr, None)
+            return
+        setattr(obj, self.attr, check_number(value, self.name, **self.limits))
+
 
 class Optimizer:
     """Updates a list of Parameters from their ``grad``.
@@ -19,6 +44,8 @@ class Optimizer:
     ``model.parameters()``), a single kernel call updates all of them; otherwise one call per
     parameter.  Hyper-parameters are plain attributes (``opt.lr = 0.01`` takes effect at the
     next step), which is how learning-rate schedules drive any optimizer.
+
+    Every hyper-parameter is checked when it is set, not only by the constructor.
 
     ``max_grad_norm`` (every optimizer): before each update the global L2 norm of all the
     gradients is computed (one reduction kernel per buffer) and the update kernel multiplies
@@ -31,6 +58,22 @@ class Optimizer:
     #: names of per-parameter state buffers (same shape as the parameters)
     state_names = ()
 
+    lr = Hyper(low=0.0)
+    max_grad_norm = Hyper(optional=True, low=0.0, low_open=True)
+
+    @property
+    def step_count(self):
+        """Number of steps taken (an int in [0, 2**53]; Adam's bias correction uses it)."""
+        return self._step_count
+
+    @step_count.setter
+    def step_count(self, value):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise TypeError(f"step_count must be a non-negative integer, got {value!r}")
+        if not 0 <= value <= MAX_STEP_COUNT:
+            raise ValueError(f"step_count must be in [0, 2**53], got {value}")
+        self._step_count = int(value)
+
     def __init__(self, params, lr, max_grad_norm=None):
         params = list(params)
         if not params:
@@ -39,12 +82,8 @@ class Optimizer:
             if not isinstance(p, Parameter):
                 raise TypeError(f"params[{i}] must be a fastnn Parameter, got {type(p).__name__}")
         self.params = params
-        self.lr = check_number(lr, "lr", low=0.0)
-        self.max_grad_norm = (
-            None
-            if max_grad_norm is None
-            else check_number(max_grad_norm, "max_grad_norm", low=0.0, low_open=True)
-        )
+        self.lr = lr
+        self.max_grad_norm = max_grad_norm
         self.last_grad_norm = None
         self._grad_scale = 1.0
         self.step_count = 0

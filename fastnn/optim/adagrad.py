@@ -3,8 +3,7 @@
 from fastnn import kernels as K
 
 from .._threads import pick
-from .._validation import check_number
-from ._base import Optimizer
+from ._base import Hyper, Optimizer
 
 
 class Adagrad(Optimizer):
@@ -24,6 +23,10 @@ class Adagrad(Optimizer):
     """
 
     state_names = ("sum",)
+    lr_decay = Hyper(low=0.0)
+    weight_decay = Hyper(low=0.0)
+    initial_accumulator_value = Hyper(low=0.0)
+    eps = Hyper(low=0.0)
 
     def __init__(
         self,
@@ -36,12 +39,10 @@ class Adagrad(Optimizer):
         *,
         max_grad_norm=None,
     ):
-        self.lr_decay = check_number(lr_decay, "lr_decay", low=0.0)
-        self.weight_decay = check_number(weight_decay, "weight_decay", low=0.0)
-        self.initial_accumulator_value = check_number(
-            initial_accumulator_value, "initial_accumulator_value", low=0.0
-        )
-        self.eps = check_number(eps, "eps", low=0.0)
+        self.lr_decay = lr_decay
+        self.weight_decay = weight_decay
+        self.initial_accumulator_value = initial_accumulator_value
+        self.eps = eps
         super().__init__(params, lr, max_grad_norm)
         for state in self.state:
             state["sum"][...] = self.initial_accumulator_value

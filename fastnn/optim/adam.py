@@ -4,7 +4,7 @@ from fastnn import kernels as K
 
 from .._threads import pick
 from .._validation import check_number
-from ._base import Optimizer
+from ._base import Hyper, Optimizer
 
 
 class Adam(Optimizer):
@@ -12,6 +12,24 @@ class Adam(Optimizer):
 
     state_names = ("exp_avg", "exp_avg_sq")
     decoupled = False
+    eps = Hyper(low=0.0)
+    weight_decay = Hyper(low=0.0)
+
+    @property
+    def betas(self):
+        """(beta1, beta2), each in [0, 1); checked when set."""
+        return self._betas
+
+    @betas.setter
+    def betas(self, betas):
+        try:
+            b1, b2 = betas
+        except (TypeError, ValueError):
+            raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}") from None
+        self._betas = (
+            check_number(b1, "betas[0]", low=0.0, high=1.0, high_open=True),
+            check_number(b2, "betas[1]", low=0.0, high=1.0, high_open=True),
+        )
 
     def __init__(
         self,
@@ -23,16 +41,9 @@ class Adam(Optimizer):
         *,
         max_grad_norm=None,
     ):
-        try:
-            b1, b2 = betas
-        except (TypeError, ValueError):
-            raise TypeError(f"betas must be a pair (beta1, beta2), got {betas!r}") from None
-        self.betas = (
-            check_number(b1, "betas[0]", low=0.0, high=1.0, high_open=True),
-            check_number(b2, "betas[1]", low=0.0, high=1.0, high_open=True),
-        )
-        self.eps = check_number(eps, "eps", low=0.0)
-        self.weight_decay = check_number(weight_decay, "weight_decay", low=0.0)
+        self.betas = betas
+        self.eps = eps
+        self.weight_decay = weight_decay
         super().__init__(params, lr, max_grad_norm)
 
     def _update(self, data, grad, state):

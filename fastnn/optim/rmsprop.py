@@ -4,7 +4,7 @@ from fastnn import kernels as K
 
 from .._threads import pick
 from .._validation import check_number
-from ._base import Optimizer
+from ._base import Hyper, Optimizer
 
 
 class RMSprop(Optimizer):
@@ -25,6 +25,9 @@ class RMSprop(Optimizer):
     """
 
     state_names = ("square_avg", "grad_avg", "momentum_buffer")  # those in use, per instance
+    alpha = Hyper(low=0.0, high=1.0)
+    eps = Hyper(low=0.0)
+    weight_decay = Hyper(low=0.0)
 
     def __init__(
         self,
@@ -38,10 +41,10 @@ class RMSprop(Optimizer):
         *,
         max_grad_norm=None,
     ):
-        self.alpha = check_number(alpha, "alpha", low=0.0, high=1.0)
-        self.eps = check_number(eps, "eps", low=0.0)
-        self.weight_decay = check_number(weight_decay, "weight_decay", low=0.0)
-        self.momentum = check_number(momentum, "momentum", low=0.0)
+        self.alpha = alpha
+        self.eps = eps
+        self.weight_decay = weight_decay
+        self._momentum = check_number(momentum, "momentum", low=0.0)
         self.centered = bool(centered)
         # Only the buffers the options need (no grad_avg unless centered, no momentum_buffer
         # without momentum): the kernel gets an empty array in their place and never reads it.
@@ -51,6 +54,22 @@ class RMSprop(Optimizer):
             + (("momentum_buffer",) if self.momentum != 0 else ())
         )
         super().__init__(params, lr, max_grad_norm)
+
+    @property
+    def momentum(self):
+        """Checked when set; it can change between 0 and > 0 only in the constructor (that
+        decides whether the momentum buffer exists)."""
+        return self._momentum
+
+    @momentum.setter
+    def momentum(self, value):
+        value = check_number(value, "momentum", low=0.0)
+        if (value == 0) != (self._momentum == 0):
+            raise ValueError(
+                f"momentum cannot change between 0 and > 0 after construction (it is "
+                f"{self._momentum}); make a new RMSprop"
+            )
+        self._momentum = value
 
     def _update(self, data, grad, state):
         kernel = pick(K.rmsprop_update, K.rmsprop_update_parallel, data.size)

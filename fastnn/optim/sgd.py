@@ -3,8 +3,7 @@
 from fastnn import kernels as K
 
 from .._threads import pick
-from .._validation import check_number
-from ._base import Optimizer
+from ._base import Hyper, Optimizer
 
 
 class SGD(Optimizer):
@@ -16,6 +15,9 @@ class SGD(Optimizer):
     """
 
     state_names = ("momentum_buffer",)
+    momentum = Hyper(low=0.0)
+    dampening = Hyper(low=0.0, high=1.0)
+    weight_decay = Hyper(low=0.0)
 
     def __init__(
         self,
@@ -28,9 +30,9 @@ class SGD(Optimizer):
         *,
         max_grad_norm=None,
     ):
-        self.momentum = check_number(momentum, "momentum", low=0.0)
-        self.dampening = check_number(dampening, "dampening", low=0.0, high=1.0)
-        self.weight_decay = check_number(weight_decay, "weight_decay", low=0.0)
+        self.momentum = momentum
+        self.dampening = dampening
+        self.weight_decay = weight_decay
         if nesterov and (self.momentum == 0 or self.dampening != 0):
             raise ValueError("nesterov=True needs momentum > 0 and dampening == 0")
         self.nesterov = bool(nesterov)

@@ -30,7 +30,7 @@ from fastnn.kernels import CODES
 from fastnn.kernels import sklearn_compat as SK
 
 from .._threads import _state, worker_threads
-from .._validation import check_dtype
+from .._validation import check_dtype, check_fits_in_memory
 
 _STOCHASTIC = ("sgd", "adam")
 
@@ -212,6 +212,11 @@ class BaseMLP(BaseEstimator):
             y = y.reshape(-1, 1)
         self.n_outputs_ = y.shape[1]
         layer_units = [n_features] + hidden + [self.n_outputs_]
+        # float64 draw, parameters and gradients: a size beyond the machine is an argument error
+        check_fits_in_memory(
+            sum(a * b + b for a, b in zip(layer_units[:-1], layer_units[1:], strict=False)) * 24,
+            f"hidden_layer_sizes={tuple(hidden)}",
+        )
         self._random_state = check_random_state(self.random_state)
         if first_pass:
             self._initialize(y, layer_units, dtype)

@@ -9,6 +9,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .._compile import announcing
 from ._base import BaseMLP
 
 
@@ -178,6 +179,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         y = self._label_binarizer.transform(y).astype(bool)
         return X, y
 
+    @announcing("scikit-learn drop-in kernels")
     def fit(self, X, y, sample_weight=None):
         """Fit the model to X and y.
 
@@ -195,6 +197,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         return self._fit(X, y, sample_weight=sample_weight, incremental=False)
 
     @available_if(lambda est: est._check_solver())
+    @announcing("scikit-learn drop-in kernels")
     def partial_fit(self, X, y, sample_weight=None, classes=None):
         """One epoch over (X, y) (stochastic solvers only).
 
@@ -218,6 +221,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
                 self._label_binarizer.fit(classes)
         return self._fit(X, y, sample_weight=sample_weight, incremental=True)
 
+    @announcing("scikit-learn drop-in kernels")
     def predict(self, X):
         """Predicted classes.
 
@@ -243,6 +247,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     def _score(self, X, y, sample_weight=None):
         return self._score_with_function(X, y, sample_weight, accuracy_score)
 
+    @announcing("scikit-learn drop-in kernels")
     def predict_proba(self, X):
         """Class probabilities, float64, columns in the order of ``classes_``.
 
@@ -261,6 +266,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
             return np.vstack([1 - p, p]).T
         return y_pred
 
+    @announcing("scikit-learn drop-in kernels")
     def predict_log_proba(self, X):
         """Logarithm of :meth:`predict_proba`.
 

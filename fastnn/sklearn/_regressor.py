@@ -8,6 +8,7 @@ from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .._compile import announcing
 from ._base import BaseMLP
 
 
@@ -123,6 +124,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
             y = column_or_1d(y, warn=True)
         return X, y
 
+    @announcing("scikit-learn drop-in kernels")
     def fit(self, X, y, sample_weight=None):
         """Fit the model to X and y.
 
@@ -139,6 +141,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         return self._fit(X, y, sample_weight=sample_weight, incremental=False)
 
     @available_if(lambda est: est._check_solver())
+    @announcing("scikit-learn drop-in kernels")
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over (X, y) (stochastic solvers only).
 
@@ -154,6 +157,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         """
         return self._fit(X, y, sample_weight=sample_weight, incremental=True)
 
+    @announcing("scikit-learn drop-in kernels")
     def predict(self, X):
         """Predicted values, float64.
 
