@@ -118,6 +118,7 @@ def run_ranks(n, mode, out, timeout=120, check=True):
     env = {k: v for k, v in os.environ.items() if k not in LAUNCHER_VARS}
     env.pop("NUMBA_NUM_THREADS", None)  # the ranks pick their own thread budget
     env.pop("FASTNN_NUM_THREADS", None)
+    env.pop("OMP_NUM_THREADS", None)  # (it caps numba's threads at import: see _threads)
     proc = subprocess.run(
         [_mpiexec(), "-n", str(n), sys.executable, str(JOB), mode, str(out)],
         env=env,
