@@ -6,7 +6,7 @@
 >>> history = model.fit(X, y, loss=fnn.SoftmaxCrossEntropy(), optimizer=opt)
 """
 
-from . import callbacks, datasets, kernels
+from . import callbacks, datasets, distributed, kernels
 from ._threads import _threads_from_env, get_num_threads, set_num_threads
 from ._warmup import warmup
 from .callbacks import Callback, CSVLogger, EarlyStopping, LambdaCallback, ModelCheckpoint
@@ -56,6 +56,7 @@ __all__ = [
     "kernels",
     "callbacks",
     "datasets",
+    "distributed",
     "Callback",
     "EarlyStopping",
     "ModelCheckpoint",

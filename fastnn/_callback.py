@@ -13,6 +13,9 @@ class Callback:
 
     model: Any = None
     optimizer: Any = None
+    #: True for callbacks that write files or logs: in ``fit(distributed="mpi")`` they run on
+    #: rank 0 only (ModelCheckpoint, CSVLogger); the others run on every rank
+    root_only = False
 
     def set_context(self, model: Any, optimizer: Any) -> None:
         self.model = model

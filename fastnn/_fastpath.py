@@ -26,6 +26,7 @@ from ._threads import (
     hold_blas_threads,
     release_blas_threads,
 )
+from .distributed import share
 from .losses import MSELoss, SoftmaxCrossEntropy
 from .optim import SGD, Adam, AdamW
 
@@ -153,9 +154,10 @@ def _covers_model(model, optimizer):
     return same and type(flat).slice_of(params) is not None
 
 
-def fast_runner(model, X, y, labels, loss, optimizer, batch_size, sample_weight=None):
+def fast_runner(model, X, y, labels, loss, optimizer, batch_size, sample_weight=None, world=None):
     """A FastEpochRunner for this fit, or None when the fast path does not apply (then
-    ``fit`` uses the layer-by-layer EpochRunner)."""
+    ``fit`` uses the layer-by-layer EpochRunner).  With ``world`` (a distributed fit's
+    ``fastnn.distributed.World`` of several ranks), a FastDistributedRunner."""
     if not ENABLED or not getattr(model, "_dense_only", False) or not model._stages:
         return None
     if sample_weight is not None or model.dtype not in (np.float32, np.float64):
@@ -169,6 +171,8 @@ def fast_runner(model, X, y, labels, loss, optimizer, batch_size, sample_weight=
     opt_kind = _optimizer_kind(optimizer)
     if loss_kind is None or opt_kind is None or not _covers_model(model, optimizer):
         return None
+    if world is not None:
+        return FastDistributedRunner(model, X, y, loss_kind, optimizer, opt_kind, batch_size, world)
     return FastEpochRunner(model, X, y, loss_kind, optimizer, opt_kind, batch_size)
 
 
@@ -281,7 +285,7 @@ class FastEpochRunner:
         finite = self.stats[E.S_FINITE] != 0
         return float(self.stats[E.S_LOSS]), int(self.stats[E.S_CORRECT]), bool(finite)
 
-    def _call(self, kernel, order, first, last, chunks):
+    def _call(self, kernel, order, first, last, chunks, batch=None):
         opt = self.optimizer
         kernel(
             self.X,
@@ -290,7 +294,7 @@ class FastEpochRunner:
             order,
             first,
             last,
-            self.batch_size,
+            self.batch_size if batch is None else batch,
             self.check_inputs,
             self.sizes,
             self.w_off,
@@ -312,3 +316,65 @@ class FastEpochRunner:
             chunks,
             self.feature_major,
         )
+
+
+class FastDistributedRunner(FastEpochRunner):
+    """``fit(distributed="mpi")`` on the compiled path, split at the gradient/update boundary.
+
+    Per global batch, this rank runs ``train_batches`` on its contiguous share of the batch's
+    rows (``fastnn.distributed.share``) as a batch of its own, with ``H_GRAD_ONLY`` set: the
+    kernel gathers, runs forward, the loss, every delta and every weight and bias gradient,
+    and updates nothing.  The gradient is of the share's mean loss, so it is scaled by the
+    share's part of the batch's rows; then two collectives: a sum of (loss sum, correct, not
+    finite) over the ranks (no rank updates when any met a NaN or inf), and one in-place
+    ``Allreduce`` of the flat gradient buffer; then the optimizer's own step, the same on
+    every rank.  Plain SGD thus loses the fast path's update folded into the weight-gradient
+    product.  ``run`` returns the global totals, like ``DistributedRunner``."""
+
+    def __init__(self, model, X, y, loss_kind, optimizer, opt_kind, batch_size, world):
+        super().__init__(model, X, y, loss_kind, optimizer, opt_kind, batch_size)
+        self.world = world
+        self.totals = np.zeros(3, np.float64)
+
+    def run(self, order, first, last):
+        self._read_hyper()
+        self.hyper[E.H_GRAD_ONLY] = 1.0
+        world, totals, grads, stats = self.world, self.totals, self.grads, self.stats
+        chunks = self.chunks()
+        if stats.size < E.N_STATS + 3 * chunks:
+            stats = self.stats = np.zeros(E.N_STATS + 3 * chunks, np.float64)
+        n, bs = self.X.shape[0], self.batch_size
+        total, correct = 0.0, 0
+        if chunks > 1:
+            hold_blas_threads(1)
+        kernel = E.train_batches
+        if chunks > 1:
+            kernel = E.train_batches_units if self.split_units else E.train_batches_parallel
+        try:
+            for b in range(first, last):
+                start = b * bs
+                m = min(start + bs, n) - start
+                r0, r1 = share(m, world.rank, world.size)
+                mr = r1 - r0
+                totals[:] = 0.0
+                if mr:
+                    self._call(kernel, order[start + r0 : start + r1], 0, 1, chunks, batch=mr)
+                    if stats[E.S_FINITE] == 0 or stats[E.S_INPUTS_FINITE] == 0:
+                        totals[2] = 1.0
+                    else:
+                        totals[0], totals[1] = stats[E.S_LOSS], stats[E.S_CORRECT]
+                world.timed_sum(totals)
+                if totals[2]:
+                    return total, correct, False
+                total += totals[0]
+                correct += int(totals[1])
+                if not mr:
+                    grads[...] = 0
+                elif mr != m:
+                    grads *= mr / m
+                world.timed_sum(grads)
+                self.optimizer.step()
+        finally:
+            if chunks > 1:
+                release_blas_threads()
+        return total, correct, True

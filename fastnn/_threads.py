@@ -1,8 +1,10 @@
 """Thread control: numba's and BLAS's thread pools set together, and the serial/parallel switch."""
 
+import contextlib
 import ctypes
 import numbers
 import os
+import sys
 import threading
 
 import numba
@@ -229,6 +231,49 @@ def pick(serial, parallel, work):
     if work < _state["min_work"]:
         return serial
     return parallel if numba.get_num_threads() > 1 else serial
+
+
+def worker_threads():
+    """Threads one task may use when the calling thread runs a task of a Dask worker, else
+    None.  A worker runs ``nthreads`` tasks at once; its Nanny sets OMP_NUM_THREADS (1 by
+    default: dask's ``distributed.nanny.pre-spawn-environ``) for the libraries that read it,
+    which numba does not.  So: that variable where the worker process has it, otherwise the
+    cores divided among the worker's task threads.  Looks only at a ``distributed`` package
+    already imported (a worker has it); imports nothing."""
+    dask_distributed = sys.modules.get("distributed")
+    if dask_distributed is None:
+        return None
+    try:
+        worker = dask_distributed.get_worker()
+    except (ValueError, AttributeError):
+        return None  # not inside a task
+    omp = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if omp.isdigit() and int(omp) > 0:
+        return int(omp)
+    state = getattr(worker, "state", worker)
+    tasks = getattr(state, "nthreads", None) or getattr(worker, "nthreads", 1) or 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(1, (cores or 1) // tasks)
+
+
+@contextlib.contextmanager
+def worker_budget():
+    """Inside a Dask worker's task (``worker_threads``), limit numba's threads (for the
+    calling thread: numba's setting is per thread) and BLAS's to the task's budget for the
+    duration, unless the user chose a count (``set_num_threads``, FASTNN_NUM_THREADS).
+    Elsewhere it does nothing."""
+    n = worker_threads() if _state["threads"] is None else None
+    if n is None or n >= get_num_threads():
+        yield
+        return
+    previous = numba.get_num_threads()
+    hold_blas_threads(n)
+    numba.set_num_threads(n)
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
+        release_blas_threads()
 
 
 def _threads_from_env():

@@ -34,6 +34,7 @@ import warnings
 import numpy as np
 
 import fastnn as fnn
+from fastnn import distributed
 
 print = functools.partial(print, flush=True)  # noqa: A001  (progress shows when piped)
 
@@ -639,6 +640,118 @@ def bench_startup(threads):
 
 
 # -- command line ------------------------------------------------------------------------------
+# -- distributed: data-parallel fit over MPI ----------------------------------------------------
+DISTRIBUTED_SHAPES = ("784-512-512-10@256", "784-1024-1024-1024-10@512")
+#: the N-machine model: machine counts, link bandwidths (Gbit/s) and the per-message latency
+#: of a ring allreduce step over TCP (an assumption, not measured here)
+MODEL_MACHINES = (2, 4, 8, 16)
+MODEL_GBITS = (1, 10, 25, 100)
+MODEL_LATENCY_S = 30e-6
+#: scaling efficiency the model's batch sizes keep (compute / (compute + allreduce))
+MODEL_EFFICIENCY = 0.8
+
+
+def ring_allreduce_seconds(param_bytes, machines, gbits, latency=MODEL_LATENCY_S):
+    """A ring allreduce's time: every machine sends and receives 2 (N - 1) / N of the buffer,
+    in 2 (N - 1) steps of one message each."""
+    if machines < 2:
+        return 0.0
+    moved = 2 * (machines - 1) / machines * param_bytes
+    return moved / (gbits * 1e9 / 8) + 2 * (machines - 1) * latency
+
+
+def model_rows(row_seconds, param_bytes, machines, gbits, efficiency=MODEL_EFFICIENCY):
+    """Rows per machine per step that keep compute / (compute + allreduce) >= ``efficiency``
+    (no overlap of the two), for a step that costs ``row_seconds`` per row on one machine."""
+    t_ar = ring_allreduce_seconds(param_bytes, machines, gbits)
+    return int(np.ceil(efficiency / (1 - efficiency) * t_ar / row_seconds))
+
+
+def bench_distributed(args):
+    """``--distributed``: epoch time and the share of it spent in the per-step collectives,
+    on every rank of an MPI launch (``mpiexec -n N python -m fastnn bench --distributed``) or
+    in one process; then, from the measured step time, the ring-allreduce model of N
+    machines.  Rank 0 prints."""
+    size, root = distributed.size(), distributed.is_root()
+    shapes = args.shapes if args.shapes != list(DEFAULT_SHAPES) else list(DISTRIBUTED_SHAPES)
+    if size == 1:
+        set_threads(args.threads)
+    out = print if root else (lambda *a, **k: None)
+    rows = []
+    for text in shapes:
+        sizes, batch = parse_shape(text, args.batch_size)
+        n = args.samples or 16 * batch
+        X, y = make_data(sizes, n, args.dtype)
+        model = fastnn_mlp(sizes, args.dtype, args.activation)
+        opt = fnn.SGD(model.parameters(), lr=LEARNING_RATE)
+        kwargs = dict(loss=fnn.SoftmaxCrossEntropy(), optimizer=opt, batch_size=batch, verbose=0)
+        model.fit(X, y, epochs=1, distributed="mpi", **kwargs)  # compiles / loads, sets threads
+        threads = fnn.get_num_threads()
+        epochs, shares = [], []
+        for _ in range(args.repeats):
+            before = distributed.allreduce_seconds()
+            history = model.fit(X, y, epochs=1, distributed="mpi", **kwargs)
+            seconds = n / history.history["samples_per_second"][0]
+            epochs.append(seconds)
+            shares.append((distributed.allreduce_seconds() - before) / seconds)
+        params = model._flat.data
+        transfer = 0.0
+        if size > 1:  # the gradient Allreduce alone, every rank ready (after a barrier)
+            buf = np.zeros_like(params)
+            times = []
+            for _ in range(20):
+                distributed.barrier()
+                t0 = time.perf_counter()
+                distributed.allreduce(buf)
+                times.append(time.perf_counter() - t0)
+            transfer = statistics.median(times)
+        epoch = statistics.median(epochs)
+        steps = -(-n // batch)
+        # the model's local step: its compute alone (N ranks of one machine share its cores)
+        compute = epoch * (1 - statistics.median(shares)) / steps
+        rows.append((sizes, batch, params.nbytes, compute))
+        out(
+            f"\n{shape_name(sizes, batch)}: {size} rank{'s' if size > 1 else ''} x {threads} "
+            f"thread{'s' if threads > 1 else ''}, {n} samples ({steps} steps), {args.dtype}, "
+            f"median of {args.repeats}"
+        )
+        out(f"  epoch {epoch:.3f} s, step {epoch / steps * 1e3:.2f} ms")
+        if size > 1:
+            out(
+                f"  in the per-step collectives (waiting for the slowest rank included): "
+                f"{statistics.median(shares) * 100:.1f}% of the epoch"
+            )
+            out(
+                f"  one Allreduce of the {params.nbytes / 1e6:.2f} MB gradient, all ranks ready: "
+                f"{transfer * 1e3:.2f} ms ({transfer / (epoch / steps) * 100:.1f}% of a step)"
+            )
+    if not root:
+        return
+    print(
+        f"\nN-machine model (ring allreduce, {MODEL_LATENCY_S * 1e6:.0f} us per message; "
+        f"the step's compute measured above on {size} rank(s) of this machine, collectives "
+        "left out):"
+    )
+    for sizes, batch, nbytes, step in rows:
+        row_s = step / batch
+        print(
+            f"\n{shape_name(sizes, batch)}: {nbytes / 1e6:.2f} MB of parameters, "
+            f"{row_s * 1e6:.1f} us per row of a step"
+        )
+        for machines in MODEL_MACHINES:
+            moved = 2 * (machines - 1) / machines * nbytes
+            per_machine = step / machines  # the global batch shared out: each does 1/N
+            dominate = moved / per_machine * 8 / 1e9  # Gbit/s at which allreduce = compute
+            need = ", ".join(
+                f"{g} Gb/s {model_rows(row_s, nbytes, machines, g) * machines}" for g in MODEL_GBITS
+            )
+            print(
+                f"  N={machines:<2} moves {moved / 1e6:6.2f} MB per step per machine; "
+                f"allreduce > compute below {dominate:6.1f} Gb/s at a global batch of {batch}; "
+                f"global batch for {MODEL_EFFICIENCY:.0%} efficiency: {need}"
+            )
+
+
 def add_parser(subparsers):
     p = subparsers.add_parser(
         "bench",
@@ -707,6 +820,14 @@ def add_parser(subparsers):
         "scikit-learn fit and a torch product (no pause), against the same call alone",
     )
     p.add_argument("--markdown", action="store_true", help="summary tables in Markdown")
+    p.add_argument(
+        "--distributed",
+        action="store_true",
+        help="data-parallel fit over MPI: run under `mpiexec -n N` (or alone for 1 process); "
+        "prints epoch time, the share in Allreduce and the N-machine model (default shapes "
+        + " ".join(DISTRIBUTED_SHAPES)
+        + "; each rank takes its share of the cores, --threads sets a single process's)",
+    )
     return p
 
 
@@ -761,6 +882,9 @@ def run(args):
     except argparse.ArgumentTypeError as exc:
         print(exc, file=sys.stderr)
         return 2
+    if args.distributed:
+        bench_distributed(args)
+        return 0
     wanted = available_peers(args.peers)
     peers = [p for p in PEERS if p in wanted]
     set_threads(args.threads)

@@ -172,8 +172,11 @@ class ModelCheckpoint(Callback):
 
     Attributes
     ----------
-    saved : list of str, the files written, in order
+    saved : list of str, the files written, in order (on rank 0 of a distributed fit, which
+    alone saves)
     """
+
+    root_only = True
 
     def __init__(
         self, path, monitor="val_loss", save_best_only=False, mode="auto", save_optimizer=True
@@ -221,6 +224,8 @@ class CSVLogger(Callback):
     append : bool
         Continue an existing file (for a resumed fit) instead of starting a new one.
     """
+
+    root_only = True  # one file, written by rank 0 of a distributed fit
 
     def __init__(
         self, path: str | os.PathLike[str], separator: str = ",", append: bool = False

@@ -12,7 +12,7 @@ from numpy.typing import ArrayLike
 from fastnn import kernels as K
 
 from ._compile import announcing
-from ._threads import pick
+from ._threads import pick, worker_budget
 from ._validation import check_finite, check_positive_int, check_X
 from .layers import Layer, Linear
 from .layers._base import BufferCache
@@ -186,9 +186,10 @@ class Sequential(Layer):
         batch_size = min(batch_size, Xc.shape[0])  # 2**70 is the whole X, not a kernel error
         out = np.empty((Xc.shape[0], self.n_out), self.dtype)
         buffers = BufferCache(max_shapes=2)
-        for start in range(0, Xc.shape[0], batch_size):
-            stop = min(start + batch_size, Xc.shape[0])
-            out[start:stop] = self._infer(Xc[start:stop], buffers, narrows)
+        with worker_budget():  # a Dask worker's task: its thread budget (else nothing)
+            for start in range(0, Xc.shape[0], batch_size):
+                stop = min(start + batch_size, Xc.shape[0])
+                out[start:stop] = self._infer(Xc[start:stop], buffers, narrows)
         return out
 
     def _infer(self, X, buffers, check_first=False):
@@ -232,6 +233,7 @@ class Sequential(Layer):
         initial_epoch=0,
         verbose=1,
         sample_weight=None,
+        distributed=None,
     ):
         """Train with mini-batches; returns a :class:`~fastnn.History`.
 
@@ -273,6 +275,15 @@ class Sequential(Layer):
             sum_i w_i l_i / sum_i w_i (see :mod:`fastnn.losses`), and the epoch's ``loss`` the
             weighted mean over all samples.  With ``validation_split`` it is split like X.
             Validation metrics are unweighted.
+        distributed : None or "mpi"
+            ``"mpi"``: data-parallel training over the ranks of an MPI launch
+            (``mpiexec -n N python train.py``, see :mod:`fastnn.distributed`).  Every rank
+            passes the same arguments; ``batch_size`` is the global batch, of which each rank
+            computes a contiguous share; the gradients are summed with one ``Allreduce`` per
+            step, so the parameters equal a single-process fit's up to rounding and are the
+            same on every rank.  Rank 0's initial parameters and seed are used; the metrics
+            are reduced (``History`` is the same everywhere); ModelCheckpoint, CSVLogger and
+            the printed lines act on rank 0 only.  Without a launcher it is a plain fit.
 
         Ctrl-C during fit stops after the current step (a whole step: no half-applied update)
         and returns the History so far with ``history.interrupted = True``; a second Ctrl-C
@@ -294,6 +305,7 @@ class Sequential(Layer):
             initial_epoch=initial_epoch,
             verbose=verbose,
             sample_weight=sample_weight,
+            distributed=distributed,
         )
 
     def __repr__(self):

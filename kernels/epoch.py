@@ -92,7 +92,10 @@ OPT_ADAM = 1
 # slots of the float64 ``hyper`` array
 H_LR, H_MOMENTUM, H_DAMPENING, H_WEIGHT_DECAY, H_NESTEROV = 0, 1, 2, 3, 4
 H_BETA1, H_BETA2, H_EPS, H_DECOUPLED = 5, 6, 7, 8
-N_HYPER = 9
+# non-zero: store each step's gradient in ``grads`` and update nothing (a distributed fit sums
+# the ranks' gradients between the two halves and then runs the optimizer's own step)
+H_GRAD_ONLY = 9
+N_HYPER = 10
 
 # slots of the float64 ``stats`` output
 S_LOSS, S_CORRECT, S_FINITE, S_STEPS, S_INPUTS_FINITE = 0, 1, 2, 3, 4
@@ -508,6 +511,7 @@ def _update_pass(
     L = sizes.shape[0] - 1
     out_t = loss_kind == LOSS_SOFTMAX_XENT
     lr = hyper[H_LR]
+    apply = hyper[H_GRAD_ONLY] == 0
     for k in range(L - 1, -1, -1):
         n_in, n_out = sizes[k], sizes[k + 1]
         # a feature-major delta is stored per row chunk: its products add up over the chunks
@@ -536,7 +540,7 @@ def _update_pass(
                     gemm(not fm, dz_t, -lr, H, dZ, beta, W)
                 else:
                     gemm(not fm, dz_t, 1.0, H, dZ, 0.0 if q == 0 else 1.0, dW)
-            if small or not fold:
+            if (small or not fold) and apply:
                 s, e = o + p0 * n_out, o + p1 * n_out
                 _update(opt_kind, hyper, step, params[s:e], grads[s:e], state1[s:e], state2[s:e])
         j0, j1 = _span(c, n_chunks, n_out)
@@ -551,7 +555,8 @@ def _update_pass(
                     row_sums_add(_activations(work, layout[L + k], q0, q1, n_out, True), j0, j1, db)
             else:
                 col_sums(_activations(work, layout[L + k], 0, m, n_out, False), j0, j1, db)
-            _update(opt_kind, hyper, step, params[s:e], grads[s:e], state1[s:e], state2[s:e])
+            if apply:
+                _update(opt_kind, hyper, step, params[s:e], grads[s:e], state1[s:e], state2[s:e])
 
 
 # -- split by units: the large layers' products shared out by output column -------------------
@@ -710,6 +715,11 @@ def _train_batches(
     passes again inside the two outlined loop bodies), once: both are cached on disk, and a
     fit loads only the build it runs.
 
+    With ``hyper[H_GRAD_ONLY]`` set, each step leaves its gradient (of the mean loss over the
+    batch's rows) in ``grads`` and updates nothing: ``fit(distributed="mpi")`` runs one batch
+    per call, on the rank's share of the rows, and sums the ranks' gradients before the
+    optimizer's step.
+
     Stops at the first batch whose loss is not finite, before any parameter changes, with
     ``stats[S_FINITE] = 0``.  With ``check_inputs`` every gathered batch of X is checked, and
     the call stops before training on the first batch holding a NaN or inf, with
@@ -727,7 +737,7 @@ def _train_batches(
     alphas, hyper = borrowed(alphas), borrowed(hyper)
     n = X.shape[0]
     part, zero_b = _start(stats, n_chunks, sizes, layout, work)
-    fold = opt_kind == OPT_SGD and hyper[H_MOMENTUM] == 0
+    fold = opt_kind == OPT_SGD and hyper[H_MOMENTUM] == 0 and hyper[H_GRAD_ONLY] == 0
 
     for bi in range(first, last):
         start = bi * batch
@@ -815,7 +825,7 @@ def _train_batches_units(
     L = sizes.shape[0] - 1
     n = X.shape[0]
     part, zero_b = _start(stats, n_chunks, sizes, layout, work)
-    fold = opt_kind == OPT_SGD and hyper[H_MOMENTUM] == 0
+    fold = opt_kind == OPT_SGD and hyper[H_MOMENTUM] == 0 and hyper[H_GRAD_ONLY] == 0
 
     for bi in range(first, last):
         start = bi * batch

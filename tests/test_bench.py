@@ -103,3 +103,29 @@ def test_parse_shape_rejects(bad):
 
     with pytest.raises(argparse.ArgumentTypeError):
         parse_shape(bad, 8)
+
+
+def test_bench_distributed_in_one_process(capsys):
+    """--distributed without mpiexec: one process, its step time, and the N-machine model."""
+    assert main(["bench", "--distributed", "--shapes", "20-16-4@32", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"20-16-4@32: 1 rank x \d+ threads?, 512 samples \(16 steps\)", out)
+    assert "N-machine model (ring allreduce" in out
+    params = (20 * 16 + 16 + 16 * 4 + 4) * 4 / 1e6
+    assert f"{params:.2f} MB of parameters" in out
+    for machines in (2, 4, 8, 16):
+        moved = 2 * (machines - 1) / machines * params
+        assert f"N={machines:<2} moves {moved:6.2f} MB per step per machine" in out
+
+
+def test_ring_allreduce_model():
+    from fastnn.bench import model_rows, ring_allreduce_seconds
+
+    # 8 machines, 100 MB at 10 Gbit/s (1.25 GB/s): 2 * 7/8 * 100 MB = 175 MB -> 0.14 s, plus
+    # 14 messages of latency
+    assert ring_allreduce_seconds(100e6, 8, 10, latency=0.0) == pytest.approx(0.14)
+    assert ring_allreduce_seconds(100e6, 8, 10, latency=1e-3) == pytest.approx(0.154)
+    assert ring_allreduce_seconds(100e6, 1, 10) == 0.0
+    # 80% efficiency: compute >= 4 x allreduce; at 1 ms per row and 0.14 s + 14 x 30 us of
+    # latency (the model's default): 4 x 140.42 ms / 1 ms = 561.7, so 562 rows per machine
+    assert model_rows(1e-3, 100e6, 8, 10, efficiency=0.8) == 562

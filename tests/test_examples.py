@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -142,3 +143,24 @@ def test_plots_go_to_the_current_folder_without_out(tmp_path):
     """Run with no --out (as a reader would), the PNG lands in the folder the script runs in."""
     run_example("tutorial3_linear_and_product.py", tmp_path, out=False)
     assert_png(tmp_path / "tutorial3_product.png")
+
+
+def test_distributed_mpi(tmp_path):
+    """1 process, then the script's own `mpiexec -n 2`: the same loss curve and parameters."""
+    pytest.importorskip("mpi4py", reason='mpi4py not installed (pip install "fastnn[mpi]")')
+    out = run_example("distributed_mpi.py", tmp_path)
+    assert "2 ranks: 2 epochs" in out
+    assert number_after(r"2 ranks vs 1 process \(relative\):", out) < 1e-4  # float32
+    one = re.search(r"1 process: loss per epoch ([0-9., ]+);", out).group(1)
+    two = re.search(r"2 ranks  : loss per epoch ([0-9., ]+);", out).group(1)
+    assert one == two  # printed to 4 decimals
+    assert_png(tmp_path / "distributed_mpi_loss.png")
+
+
+def test_dask_search(tmp_path):
+    pytest.importorskip("distributed", reason='dask not installed (pip install "fastnn[dask]")')
+    out = run_example("dask_search.py", tmp_path)
+    assert "cluster: 2 workers x 1 thread" in out
+    assert "same scores as the search in this process: True" in out
+    assert number_after(r"with accuracy", out) > 0.7
+    assert_png(tmp_path / "dask_search_scores.png")

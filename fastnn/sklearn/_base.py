@@ -29,6 +29,7 @@ from threadpoolctl import ThreadpoolController
 from fastnn.kernels import CODES
 from fastnn.kernels import sklearn_compat as SK
 
+from .._threads import _state, worker_threads
 from .._validation import check_dtype, check_fits_in_memory
 
 _STOCHASTIC = ("sgd", "adam")
@@ -121,6 +122,8 @@ class BaseMLP(BaseEstimator):
         BLAS thread if the largest product of a ``rows``-row batch is below SERIAL_BLAS_WORK,
         and otherwise to whatever is set already."""
         n = self.n_threads
+        if n is None and _state["threads"] is None:
+            n = worker_threads()  # a Dask worker's task: its thread budget
         if n is None:
             work = rows * max(int(a) * int(b) for a, b in zip(units[:-1], units[1:], strict=True))
             if work >= SERIAL_BLAS_WORK:
