@@ -111,8 +111,30 @@ class BaseMLP(BaseEstimator):
     }
 
     # -- helpers ------------------------------------------------------------------------------
-    def _dtype(self):
-        return check_dtype(self.dtype, "dtype")
+    def _explicit_dtype(self):
+        """The ``dtype`` argument as a NumPy dtype, or None (follow X, scikit-learn's rule)."""
+        return None if self.dtype is None else check_dtype(self.dtype, "dtype")
+
+    def _fit_dtype_for(self, X_dtype, explicit):
+        """Compute dtype of a first fit: ``explicit`` when given, else scikit-learn's rule
+        (float32 X -> float32 for the stochastic solvers, float64 otherwise; scikit-learn's
+        L-BFGS always ends with float64 coefficients, scipy's optimizer works in float64)."""
+        if explicit is not None:
+            return explicit
+        if self.solver in _STOCHASTIC and X_dtype == np.float32:
+            return np.dtype(np.float32)
+        return np.dtype(np.float64)
+
+    def _predict_dtype(self, X_dtype):
+        """Dtype predictions are computed and returned in: the fit dtype when ``dtype`` was
+        given, else NumPy's promotion of X's dtype with the coefficients' (scikit-learn's
+        ``X @ coefs_``), narrowed to float32 or float64."""
+        fit_dtype = self._fit_dtype
+        if getattr(self, "_dtype_explicit", False):
+            return fit_dtype
+        if np.result_type(X_dtype, fit_dtype) == np.float32:
+            return np.dtype(np.float32)
+        return np.dtype(np.float64)
 
     def _threads(self, rows, units):
         """Context limiting BLAS and numba threads to ``n_threads``; when that is None, to one
@@ -132,8 +154,8 @@ class BaseMLP(BaseEstimator):
         return stack
 
     def _validate_X_predict(self, X):
-        X = validate_data(self, X, accept_sparse=["csr", "csc"], dtype=self._fit_dtype, reset=False)
-        return _dense_writeable(X, self._fit_dtype)
+        X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
+        return _dense_writeable(X, self._predict_dtype(X.dtype))
 
     def _layout(self):
         """(units int64 array, n_w) of the fitted network."""
@@ -174,8 +196,9 @@ class BaseMLP(BaseEstimator):
             shapes = [c.shape for c in self.coefs_]
             self._bind(self._packed(self._fit_dtype), shapes)
 
-    def _forward_out(self, X):
-        """Output-layer activations (n, n_outputs) for validated X, in the fit dtype."""
+    def _forward_out(self, X, logits=False):
+        """Output-layer activations (n, n_outputs) for validated X, in X's dtype (the output
+        layer's pre-activations when ``logits``)."""
         dtype = X.dtype
         flat = self._packed(dtype)
         units, n_w = self._layout()
@@ -184,13 +207,14 @@ class BaseMLP(BaseEstimator):
         out = np.empty((n, int(units[-1])), dtype=dtype)
         code = _HIDDEN_CODES[self.activation]
         with self._threads(n, units):
-            SK.mlp_forward(X, flat, n_w, units, code, _OUT_KINDS[self.out_activation_], acts, out)
+            kind = SK.OUT_IDENTITY if logits else _OUT_KINDS[self.out_activation_]
+            SK.mlp_forward(X, flat, n_w, units, code, kind, acts, out)
         return out
 
     # -- fit ----------------------------------------------------------------------------------
     def _fit(self, X, y, sample_weight=None, incremental=False):
         self._validate_params()
-        dtype = self._dtype()
+        explicit = self._explicit_dtype()
         hidden = self.hidden_layer_sizes
         if not hasattr(hidden, "__iter__"):
             hidden = [hidden]
@@ -198,13 +222,22 @@ class BaseMLP(BaseEstimator):
         if np.any(np.array(hidden) <= 0):
             raise ValueError(f"hidden_layer_sizes must be > 0, got {hidden}.")
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
-        if not first_pass and getattr(self, "_fit_dtype", dtype) != dtype:
-            first_pass = True  # the dtype changed since the last fit: start again
-        self._fit_dtype = dtype
+        previous = getattr(self, "_fit_dtype", None)
+        if not first_pass and explicit is not None and previous != explicit:
+            first_pass = True  # the dtype argument changed since the last fit: start again
         X, y = self._validate_input(X, y, incremental, reset=first_pass)
-        X = _dense_writeable(X, dtype)
-        n_samples, n_features = X.shape
+        if first_pass:
+            dtype = self._fit_dtype_for(X.dtype, explicit)
+        else:
+            # partial_fit / warm_start keep the coefficients' dtype, whatever this X's is
+            dtype = previous if previous is not None else np.dtype(self.coefs_[0].dtype)
+        n_samples = X.shape[0]
         sw = _sample_weight(sample_weight, n_samples, dtype)
+        X = _dense_writeable(X, dtype)
+        n_features = X.shape[1]
+        self._fit_dtype = dtype
+        if first_pass:
+            self._dtype_explicit = explicit is not None
         if y.ndim == 1:
             y = y.reshape(-1, 1)
         self.n_outputs_ = y.shape[1]

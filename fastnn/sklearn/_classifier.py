@@ -20,9 +20,9 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     Every scikit-learn parameter has the same name, default and meaning (see scikit-learn's
     documentation for the long form); the network, the random initialisation, the minibatch
     order, the SGD / Adam / L-BFGS updates and the stopping rules follow scikit-learn's, so a
-    model trained with the same ``random_state`` tracks scikit-learn's up to rounding (exactly
-    so with ``dtype=np.float64``).  Binary and multilabel targets get logistic outputs,
-    multiclass targets a softmax.
+    model trained with the same ``random_state`` tracks scikit-learn's to rounding, in the
+    same dtype (scikit-learn's rule: float32 X fits in float32, anything else in float64).
+    Binary and multilabel targets get logistic outputs, multiclass targets a softmax.
 
     Parameters
     ----------
@@ -58,8 +58,13 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     n_iter_no_change : int, default=10
     max_fun : int, default=15000
         Most loss evaluations of 'lbfgs'.
-    dtype : float32 or float64, default=np.float32
-        Precision of the stochastic solvers and of prediction (fastnn only).
+    dtype : None, float32 or float64, default=None
+        Compute dtype (fastnn only).  None follows scikit-learn: a float32 X trains the
+        stochastic solvers in float32, any other X (and 'lbfgs') in float64, ``coefs_`` /
+        ``intercepts_`` have that dtype and ``predict_proba`` returns NumPy's promotion of
+        the predicted X's dtype with it.  Given explicitly, it overrides that rule: X is
+        cast to it for fit and predict, and the fitted arrays and outputs have it
+        (``dtype=np.float32`` on float64 data gives float32's speed with float32 rounding).
     n_threads : int or None, default=None
         Threads for BLAS and numba during fit and predict (fastnn only).  None: one BLAS
         thread when the largest per-batch product is under 4e6 multiply-adds (threading
@@ -114,7 +119,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         epsilon=1e-8,
         n_iter_no_change=10,
         max_fun=15000,
-        dtype=np.float32,
+        dtype=None,
         n_threads=None,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
@@ -249,7 +254,11 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
 
     @announcing("scikit-learn drop-in kernels")
     def predict_proba(self, X):
-        """Class probabilities, float64, columns in the order of ``classes_``.
+        """Class probabilities, columns in the order of ``classes_``.
+
+        Computed and returned in scikit-learn's dtype: NumPy's promotion of X's dtype with the
+        coefficients' (float32 for a float32 fit on float32 X, float64 otherwise), or in the
+        ``dtype`` given to the constructor.
 
         Parameters
         ----------
@@ -260,7 +269,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         y_prob : ndarray of shape (n_samples, n_classes)
         """
         check_is_fitted(self)
-        y_pred = self._forward_out(self._validate_X_predict(X)).astype(np.float64)
+        y_pred = self._forward_out(self._validate_X_predict(X))
         if self.n_outputs_ == 1:
             p = y_pred.ravel()
             return np.vstack([1 - p, p]).T
@@ -268,7 +277,13 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
 
     @announcing("scikit-learn drop-in kernels")
     def predict_log_proba(self, X):
-        """Logarithm of :meth:`predict_proba`.
+        """Logarithm of :meth:`predict_proba`, computed from the output layer's
+        pre-activations (log-softmax, or ``-log(1 + exp(-z))`` for logistic outputs).
+
+        Equal to ``log(predict_proba(X))`` to rounding, and finite wherever the
+        pre-activations are: where a probability underflows to 0 (``exp(-104)`` in float32),
+        scikit-learn's ``np.log(predict_proba(X))`` gives ``-inf`` with a warning, this gives
+        the finite log.
 
         Parameters
         ----------
@@ -278,8 +293,16 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         -------
         log_y_prob : ndarray of shape (n_samples, n_classes)
         """
-        y_prob = self.predict_proba(X)
-        return np.log(y_prob, out=y_prob)
+        check_is_fitted(self)
+        Z = self._forward_out(self._validate_X_predict(X), logits=True)
+        if self.out_activation_ == "softmax":
+            Z -= Z.max(axis=1, keepdims=True)
+            Z -= np.log(np.exp(Z).sum(axis=1, keepdims=True))
+            return Z
+        if self.n_outputs_ == 1:
+            z = Z.ravel()
+            return np.vstack([-np.logaddexp(0, z), -np.logaddexp(0, -z)]).T
+        return -np.logaddexp(0, -Z)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
