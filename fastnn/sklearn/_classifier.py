@@ -269,7 +269,10 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         y_prob : ndarray of shape (n_samples, n_classes)
         """
         check_is_fitted(self)
-        y_pred = self._forward_out(self._validate_X_predict(X))
+        return self._proba(self._validate_X_predict(X))
+
+    def _proba(self, X):
+        y_pred = self._forward_out(X)
         if self.n_outputs_ == 1:
             p = y_pred.ravel()
             return np.vstack([1 - p, p]).T
@@ -277,13 +280,13 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
 
     @announcing("scikit-learn drop-in kernels")
     def predict_log_proba(self, X):
-        """Logarithm of :meth:`predict_proba`, computed from the output layer's
-        pre-activations (log-softmax, or ``-log(1 + exp(-z))`` for logistic outputs).
+        """Logarithm of :meth:`predict_proba`.
 
-        Equal to ``log(predict_proba(X))`` to rounding, and finite wherever the
-        pre-activations are: where a probability underflows to 0 (``exp(-104)`` in float32),
-        scikit-learn's ``np.log(predict_proba(X))`` gives ``-inf`` with a warning, this gives
-        the finite log.
+        ``np.log(predict_proba(X))`` as in scikit-learn, except where a probability is below
+        the dtype's smallest normal number (float32: ``exp(-87)``): there scikit-learn's log
+        loses digits and, once the probability underflows to 0, returns ``-inf`` with a
+        divide-by-zero warning; this returns the finite log computed from the output layer's
+        pre-activations (log-softmax, or ``-log(1 + exp(-z))`` for logistic outputs).
 
         Parameters
         ----------
@@ -294,7 +297,18 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         log_y_prob : ndarray of shape (n_samples, n_classes)
         """
         check_is_fitted(self)
-        Z = self._forward_out(self._validate_X_predict(X), logits=True)
+        X = self._validate_X_predict(X)
+        y_prob = self._proba(X)
+        # 0 (log: -inf) or subnormal (log: digits lost): recomputed from the logits
+        lost = y_prob < np.finfo(y_prob.dtype).tiny
+        with np.errstate(divide="ignore"):
+            log_prob = np.log(y_prob, out=y_prob)
+        if lost.any():
+            log_prob[lost] = self._log_proba_from_logits(X)[lost]
+        return log_prob
+
+    def _log_proba_from_logits(self, X):
+        Z = self._forward_out(X, logits=True)
         if self.out_activation_ == "softmax":
             Z -= Z.max(axis=1, keepdims=True)
             Z -= np.log(np.exp(Z).sum(axis=1, keepdims=True))
