@@ -14,6 +14,9 @@ import numpy as np
 import pytest
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.utils.estimator_checks import (
+    check_class_weight_classifiers,
+    check_classifiers_one_label_sample_weights,
+    check_classifiers_train,
     check_methods_subset_invariance,
     check_sample_weight_equivalence_on_dense_data,
     check_sample_weight_equivalence_on_sparse_data,
@@ -69,3 +72,23 @@ def test_subset_invariance(make):
     alone = np.concatenate([method(X[i : i + 1]) for i in range(40)])
     np.testing.assert_allclose(parts, whole, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(alone, whole, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize(
+    "check",
+    [
+        check_classifiers_train,
+        check_classifiers_one_label_sample_weights,
+        check_sample_weight_equivalence_on_dense_data,
+        check_sample_weight_equivalence_on_sparse_data,
+        check_class_weight_classifiers,
+    ],
+    ids=lambda c: c.__name__,
+)
+def test_balanced_class_weight_checks(check):
+    """The checks that concern weights, with class_weight='balanced' (its partial_fit raises,
+    as SGDClassifier's does, so the whole suite does not apply).  'balanced' counts samples by
+    their weight, so a weight of 2 and a repeated sample still give the same fit."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        check("MLPClassifier", MLPClassifier(max_iter=100, class_weight="balanced"))

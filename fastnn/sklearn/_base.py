@@ -153,6 +153,10 @@ class BaseMLP(BaseEstimator):
         stack.callback(numba.set_num_threads, previous)
         return stack
 
+    def _apply_class_weight(self, y, sw):
+        """Sample weights times class weights (the classifier's hook; none here)."""
+        return sw
+
     def _validate_X_predict(self, X):
         X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
         return _dense_writeable(X, self._predict_dtype(X.dtype))
@@ -233,6 +237,8 @@ class BaseMLP(BaseEstimator):
             dtype = previous if previous is not None else np.dtype(self.coefs_[0].dtype)
         n_samples = X.shape[0]
         sw = _sample_weight(sample_weight, n_samples, dtype)
+        sw_user = sw if sample_weight is not None else None  # early stopping's validation score
+        sw = self._apply_class_weight(y, sw)
         X = _dense_writeable(X, dtype)
         n_features = X.shape[1]
         self._fit_dtype = dtype
@@ -263,7 +269,7 @@ class BaseMLP(BaseEstimator):
             rows = min(self.batch_size, n_samples)
         with self._threads(rows, layer_units):
             if self.solver in _STOCHASTIC:
-                self._fit_stochastic(X, y, Y, sw, sample_weight is not None, incremental)
+                self._fit_stochastic(X, y, Y, sw, sw_user, incremental)
             else:
                 self._fit_lbfgs(X, Y, sw)
         if not np.all(np.isfinite(self._flat)):
@@ -348,7 +354,7 @@ class BaseMLP(BaseEstimator):
         self.loss_ = float(res.fun)
         self._flat[...] = res.x
 
-    def _fit_stochastic(self, X, y, Y, sw, weighted, incremental):
+    def _fit_stochastic(self, X, y, Y, sw, sw_user, incremental):
         dtype = X.dtype
         state = getattr(self, "_solver_state", None)
         if not incremental or state is None or state.solver != self.solver:
@@ -378,7 +384,9 @@ class BaseMLP(BaseEstimator):
             y_val = y[idx_val]
             if is_classifier(self):
                 y_val = self._label_binarizer.inverse_transform(y_val)
-            sw_val = sw[idx_val] if weighted else None
+            # scored with the user's sample weights only, as SGDClassifier scores its
+            # validation split (class weights shape the loss, not the score)
+            sw_val = sw_user[idx_val] if sw_user is not None else None
         else:
             X_train, Y_train, sw_train = X, Y, sw
             X_val = y_val = sw_val = None
