@@ -280,3 +280,54 @@ def test_comparison_table_script_mode():
     assert rows[0]["score"][0] == pytest.approx(rows[0]["score"][1], abs=0.03)
     table = format_table(rows)
     assert "| iris | adam | 5 / 5 |" in table and "x |" in table
+
+
+# -- private attributes scikit-learn code reads -------------------------------------------------
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(solver="sgd", learning_rate="invscaling", power_t=0.3),
+        dict(solver="sgd", learning_rate="adaptive", tol=0.5, n_iter_no_change=1),
+        dict(solver="adam"),
+    ],
+    ids=["invscaling", "adaptive", "adam"],
+)
+def test_private_optimizer_state_matches_sklearn(params, iris):
+    X, y = iris
+    kw = dict(hidden_layer_sizes=(6,), random_state=0, max_iter=12, **params)
+    with _quiet():
+        theirs = SkClassifier(**kw).fit(X, y)
+        ours = MLPClassifier(**kw).fit(X, y)
+    for est in (theirs, ours):  # then one more epoch each
+        est.partial_fit(X, y)
+    a, b = ours._optimizer, theirs._optimizer
+    assert a.learning_rate == pytest.approx(b.learning_rate, rel=1e-12)
+    assert a.learning_rate_init == b.learning_rate_init
+    assert ours._no_improvement_count == theirs._no_improvement_count
+    if params["solver"] == "adam":
+        assert a.t == b.t
+        pairs = list(zip(a.ms + a.vs, b.ms + b.vs, strict=True))
+    else:
+        assert a.lr_schedule == b.lr_schedule and a.momentum == b.momentum
+        pairs = list(zip(a.velocities, b.velocities, strict=True))
+    for p, q in pairs:
+        np.testing.assert_allclose(p, q, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(
+        ours._forward_pass_fast(X), theirs._forward_pass_fast(X), rtol=1e-8, atol=1e-12
+    )
+
+
+def test_private_best_coefs_and_no_optimizer_before_fit(iris):
+    X, y = iris
+    assert not hasattr(MLPClassifier(), "_optimizer")
+    assert not hasattr(MLPClassifier(solver="lbfgs").fit(X, y), "_optimizer")
+    kw = dict(hidden_layer_sizes=(6,), random_state=0, max_iter=15, early_stopping=True)
+    with _quiet():
+        theirs = SkClassifier(**kw).fit(X, y)
+        ours = MLPClassifier(**kw).fit(X, y)
+    for p, q in zip(
+        ours._best_coefs + ours._best_intercepts,
+        theirs._best_coefs + theirs._best_intercepts,
+        strict=True,
+    ):
+        np.testing.assert_allclose(p, q, rtol=1e-9, atol=1e-12)

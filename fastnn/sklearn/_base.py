@@ -76,8 +76,89 @@ class _SolverState:
         self.state2 = np.zeros(size if solver == "adam" else 0, dtype=dtype)
 
 
+class _OptimizerView:
+    """Read-only stand-in for scikit-learn's ``SGDOptimizer`` / ``AdamOptimizer``, as
+    ``mlp._optimizer``: the attributes scikit-learn code reads, with their meaning.
+
+    SGD: ``learning_rate`` (the current rate: 'invscaling' and 'adaptive' change it),
+    ``learning_rate_init``, ``lr_schedule``, ``momentum``, ``nesterov``, ``power_t``,
+    ``velocities``.  Adam: ``t`` (steps taken), ``learning_rate`` (the bias-corrected rate of
+    the last step, as scikit-learn's ``AdamOptimizer`` stores it), ``learning_rate_init``,
+    ``beta_1``, ``beta_2``, ``epsilon``, ``ms``, ``vs``.  The arrays are views into the
+    solver's state, shaped like ``coefs_ + intercepts_``.  The update methods
+    (``update_params``, ``iteration_ends``, ``trigger_stopping``) are not provided.
+    """
+
+    def __init__(self, est, state):
+        shapes = [c.shape for c in est.coefs_] + [b.shape for b in est.intercepts_]
+        self.learning_rate_init = float(est.learning_rate_init)
+        if state.solver == "sgd":
+            self.learning_rate = state.learning_rate
+            self.lr_schedule = est.learning_rate
+            self.momentum = est.momentum
+            self.nesterov = est.nesterovs_momentum
+            self.power_t = est.power_t
+            self.velocities = _views(state.state1, shapes)
+        else:
+            t = int(state.step[0])
+            self.t = t
+            b1, b2 = float(est.beta_1), float(est.beta_2)
+            self.learning_rate = (
+                self.learning_rate_init * np.sqrt(1 - b2**t) / (1 - b1**t)
+                if t > 0
+                else self.learning_rate_init
+            )
+            self.beta_1, self.beta_2, self.epsilon = b1, b2, float(est.epsilon)
+            self.ms = _views(state.state1, shapes)
+            self.vs = _views(state.state2, shapes)
+
+
+def _views(flat, shapes):
+    out, off = [], 0
+    for shape in shapes:
+        size = int(np.prod(shape))
+        out.append(flat[off : off + size].reshape(shape))
+        off += size
+    return out
+
+
 class BaseMLP(BaseEstimator):
     """Base of :class:`MLPClassifier` and :class:`MLPRegressor`; not for direct use."""
+
+    # -- private attributes scikit-learn code reads -----------------------------------------
+    @property
+    def _optimizer(self):
+        """The stochastic solver's state as scikit-learn's optimizer exposes it (see
+        :class:`_OptimizerView`); AttributeError before a stochastic fit, as in scikit-learn."""
+        state = self.__dict__.get("_solver_state")
+        if state is None:
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute '_optimizer'")
+        return _OptimizerView(self, state)
+
+    @property
+    def _best_coefs(self):
+        """Weights of the best validation score so far (early stopping), as in scikit-learn."""
+        return self._best_views()[0]
+
+    @property
+    def _best_intercepts(self):
+        return self._best_views()[1]
+
+    def _best_views(self):
+        best = self.__dict__.get("_best_flat")
+        if best is None or "coefs_" not in self.__dict__:
+            raise AttributeError("_best_coefs is set by fit")
+        shapes = [c.shape for c in self.coefs_]
+        views = _views(best, shapes + [(c.shape[1],) for c in self.coefs_])
+        return views[: len(shapes)], views[len(shapes) :]
+
+    def _forward_pass_fast(self, X, check_input=True):
+        """Output-layer activations, scikit-learn's private method of the same name."""
+        if check_input:
+            X = self._validate_X_predict(X)
+        else:
+            X = _dense_writeable(X, self._predict_dtype(np.asarray(X).dtype))
+        return self._forward_out(X)
 
     _parameter_constraints: dict = {
         "hidden_layer_sizes": ["array-like", Interval(numbers.Integral, 1, None, closed="left")],
