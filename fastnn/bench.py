@@ -35,6 +35,10 @@ import numpy as np
 
 import fastnn as fnn
 
+from .bench_latency import DEFAULT_CALLS as LATENCY_CALLS
+from .bench_latency import DEFAULT_SHAPES as LATENCY_SHAPES
+from .bench_latency import run_latency
+
 print = functools.partial(print, flush=True)  # noqa: A001  (progress shows when piped)
 
 DEFAULT_SHAPES = (
@@ -707,6 +711,25 @@ def add_parser(subparsers):
         "scikit-learn fit and a torch product (no pause), against the same call alone",
     )
     p.add_argument("--markdown", action="store_true", help="summary tables in Markdown")
+    p.add_argument(
+        "--latency",
+        action="store_true",
+        help="only the latency table: p50/p99 of predicting 1, 8 and 64 rows, fastnn against "
+        "onnxruntime, torch and scikit-learn (see fastnn.bench_latency)",
+    )
+    p.add_argument(
+        "--latency-shapes",
+        nargs="+",
+        default=list(LATENCY_SHAPES),
+        metavar="SHAPE",
+        help="networks for --latency (default: " + " ".join(LATENCY_SHAPES) + ")",
+    )
+    p.add_argument(
+        "--latency-calls",
+        type=int,
+        default=LATENCY_CALLS,
+        help=f"timed calls per contender and batch for --latency (default: {LATENCY_CALLS})",
+    )
     return p
 
 
@@ -761,6 +784,18 @@ def run(args):
     except argparse.ArgumentTypeError as exc:
         print(exc, file=sys.stderr)
         return 2
+    if args.latency:
+        if args.latency_calls < 10:
+            print("--latency-calls must be at least 10", file=sys.stderr)
+            return 2
+        try:
+            for text in args.latency_shapes:
+                sizes, _ = parse_shape(text, args.batch_size)
+        except argparse.ArgumentTypeError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        run_latency(args.latency_shapes, args.latency_calls, markdown=args.markdown)
+        return 0
     wanted = available_peers(args.peers)
     peers = [p for p in PEERS if p in wanted]
     set_threads(args.threads)

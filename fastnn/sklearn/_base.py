@@ -23,10 +23,10 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, Options, StrOptions
-from sklearn.utils.validation import validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import ThreadpoolController
 
-from fastnn.kernels import CODES
+from fastnn.kernels import CODES, all_finite
 from fastnn.kernels import sklearn_compat as SK
 
 from .._validation import check_dtype, check_fits_in_memory
@@ -47,6 +47,16 @@ _HIDDEN_CODES = {
 #: 7019 ms with two (scikit-learn: 1288 vs 15834 ms): threading products this small loses
 #: far more to synchronisation than it gains, badly so when the cores are busy.
 SERIAL_BLAS_WORK = 4_000_000
+
+#: Below this many multiply-adds per product OpenBLAS runs a GEMM on one thread whatever its
+#: setting (interface/gemm.c: one thread while m*n*k < SMP_THRESHOLD_MIN (65536) *
+#: GEMM_MULTITHREAD_THRESHOLD (4)); setting threadpoolctl's limit around such calls only costs
+#: time: 40% of a one-row predict_proba on digits (about 20 us)
+BLAS_SERIAL_ANYWAY = 65536
+
+#: most rows :meth:`BaseMLP._checked_X` lets through without scikit-learn's full validation
+FAST_ROWS = 64
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 _CONTROLLER = []  # one ThreadpoolController, made on first use (finding the libraries: ~9 ms)
 
@@ -224,7 +234,7 @@ class BaseMLP(BaseEstimator):
         n = self.n_threads
         if n is None:
             work = rows * max(int(a) * int(b) for a, b in zip(units[:-1], units[1:], strict=True))
-            if work >= SERIAL_BLAS_WORK:
+            if work >= SERIAL_BLAS_WORK or work < BLAS_SERIAL_ANYWAY:
                 return contextlib.nullcontext()
             return _controller().limit(limits=1, user_api="blas")
         stack = contextlib.ExitStack()
@@ -242,18 +252,68 @@ class BaseMLP(BaseEstimator):
         X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
         return _dense_writeable(X, self._predict_dtype(X.dtype))
 
+    def _checked_X(self, X):
+        """``check_is_fitted`` and :meth:`_validate_X_predict` in one, with a fast path: a
+        small (<= FAST_ROWS rows), finite, C-contiguous, writeable float32/float64 ndarray of
+        the fitted width, already in the prediction dtype, on an estimator fitted without
+        feature names, is used as it is.  That is exactly the input on which scikit-learn's
+        validation changes nothing and raises nothing; any other input takes the full check.
+        (One-row predict_proba on digits: the full check was about 60% of the call.)"""
+        d = self.__dict__
+        if (
+            type(X) is np.ndarray
+            and X.ndim == 2
+            and 0 < X.shape[0] <= FAST_ROWS
+            and "coefs_" in d
+            and "feature_names_in_" not in d
+            and X.shape[1] == d.get("n_features_in_")
+            and X.flags.c_contiguous
+            and X.flags.writeable
+            and X.dtype in _FLOAT_DTYPES
+            and self._predict_dtype(X.dtype) == X.dtype
+            and all_finite(X)
+        ):
+            return X
+        check_is_fitted(self)
+        return self._validate_X_predict(X)
+
     def _layout(self):
         """(units int64 array, n_w) of the fitted network."""
+        bound = self._current_binding()
+        if bound is not None:
+            return bound[4], bound[5]
         units = np.array(
             [c.shape[0] for c in self.coefs_] + [self.coefs_[-1].shape[1]], dtype=np.int64
         )
         n_w = int(sum(c.size for c in self.coefs_))
         return units, n_w
 
+    def _current_binding(self):
+        """The record ``_bind`` made, if ``coefs_``/``intercepts_`` still hold the very arrays
+        it bound (views into ``_flat``); None once a user has replaced any of them."""
+        d = self.__dict__
+        bound = d.get("_bound")
+        if bound is None:
+            return None
+        coefs, intercepts = d.get("coefs_"), d.get("intercepts_")
+        if coefs is not bound[0] or intercepts is not bound[1]:
+            return None
+        if len(coefs) != len(bound[2]) or len(intercepts) != len(bound[3]):
+            return None
+        for a, b in zip(coefs, bound[2], strict=True):
+            if a is not b:
+                return None
+        for a, b in zip(intercepts, bound[3], strict=True):
+            if a is not b:
+                return None
+        return bound
+
     def _packed(self, dtype):
         """The flat parameter vector in ``dtype``: the live buffer when ``coefs_`` and
         ``intercepts_`` are still views into it, a freshly packed copy otherwise."""
         flat = getattr(self, "_flat", None)
+        if flat is not None and flat.dtype == dtype and self._current_binding() is not None:
+            return flat
         arrays = list(self.coefs_) + list(self.intercepts_)
         if flat is not None and flat.dtype == dtype and _are_views(arrays, flat):
             return flat
@@ -272,10 +332,20 @@ class BaseMLP(BaseEstimator):
             off += n_out
         self.coefs_ = coefs
         self.intercepts_ = intercepts
+        units = np.array([a for a, _ in shapes] + [shapes[-1][1]], dtype=np.int64)
+        n_w = int(sum(a * b for a, b in shapes))
+        self._bound = (coefs, intercepts, tuple(coefs), tuple(intercepts), units, n_w)
+
+    def __getstate__(self):
+        state = super().__getstate__()
+        state.pop("_bound", None)  # identities mean nothing in another process
+        return state
 
     def __setstate__(self, state):
         # Pickling copies coefs_/intercepts_ out of the flat buffer; make them views again
         # (packed from coefs_, the attributes users see) so predict need not repack each call.
+        state = dict(state)
+        state.pop("_bound", None)
         super().__setstate__(state)
         if "coefs_" in state and "_fit_dtype" in state:
             shapes = [c.shape for c in self.coefs_]
@@ -288,11 +358,11 @@ class BaseMLP(BaseEstimator):
         flat = self._packed(dtype)
         units, n_w = self._layout()
         n = X.shape[0]
-        acts = np.empty(n * int(units[1:-1].sum()), dtype=dtype)
+        acts = np.empty(n * sum(int(u) for u in units[1:-1]), dtype=dtype)
         out = np.empty((n, int(units[-1])), dtype=dtype)
         code = _HIDDEN_CODES[self.activation]
+        kind = SK.OUT_IDENTITY if logits else _OUT_KINDS[self.out_activation_]
         with self._threads(n, units):
-            kind = SK.OUT_IDENTITY if logits else _OUT_KINDS[self.out_activation_]
             SK.mlp_forward(X, flat, n_w, units, code, kind, acts, out)
         return out
 

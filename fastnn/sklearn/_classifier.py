@@ -11,7 +11,7 @@ from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.class_weight import compute_class_weight, compute_sample_weight
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_target, unique_labels
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import validate_data
 
 from .._compile import announcing
 from ._base import BaseMLP
@@ -298,12 +298,11 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         -------
         y : ndarray of shape (n_samples,) or (n_samples, n_classes) (multilabel)
         """
-        check_is_fitted(self)
         return self._predict(X)
 
     def _predict(self, X, check_input=True):
         if check_input:
-            X = self._validate_X_predict(X)
+            X = self._checked_X(X)
         y_pred = self._forward_out(X)
         if self.n_outputs_ == 1:
             y_pred = y_pred.ravel()
@@ -328,8 +327,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         -------
         y_prob : ndarray of shape (n_samples, n_classes)
         """
-        check_is_fitted(self)
-        return self._proba(self._validate_X_predict(X))
+        return self._proba(self._checked_X(X))
 
     def _proba(self, X):
         y_pred = self._forward_out(X)
@@ -356,8 +354,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         -------
         log_y_prob : ndarray of shape (n_samples, n_classes)
         """
-        check_is_fitted(self)
-        X = self._validate_X_predict(X)
+        X = self._checked_X(X)
         y_prob = self._proba(X)
         # 0 (log: -inf) or subnormal (log: digits lost): recomputed from the logits
         lost = y_prob < np.finfo(y_prob.dtype).tiny

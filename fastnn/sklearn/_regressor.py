@@ -6,7 +6,7 @@ from sklearn.metrics import r2_score
 from sklearn.utils import column_or_1d
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import validate_data
 
 from .._compile import announcing
 from ._base import BaseMLP
@@ -173,12 +173,11 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         -------
         y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
         """
-        check_is_fitted(self)
         return self._predict(X)
 
     def _predict(self, X, check_input=True):
         if check_input:
-            X = self._validate_X_predict(X)
+            X = self._checked_X(X)
         y_pred = self._forward_out(X)
         if y_pred.shape[1] == 1:
             return y_pred.ravel()
