@@ -24,15 +24,11 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier as SkClassifier
 
+from . import onnx as fonnx
 from ._threads import set_num_threads
 from .layers import Linear, ReLU
 from .model import Sequential
 from .sklearn import MLPClassifier
-
-try:
-    from . import onnx as fonnx
-except ImportError:  # the onnx extra is not installed: no onnxruntime column
-    fonnx = None
 
 BATCHES = (1, 8, 64)
 DEFAULT_SHAPES = ("64-100-10",)
@@ -53,7 +49,7 @@ def _linears(model):
 
 
 def _onnxruntime(model):
-    if fonnx is None:
+    if not fonnx.AVAILABLE:  # the onnx extra is not installed: no onnxruntime column
         return None
     try:
         import onnxruntime as ort

@@ -17,7 +17,9 @@ Importing this module also registers converters with skl2onnx (when it is instal
 A float64 model gives a DOUBLE graph; onnxruntime has no double kernel for Erf, so the exact
 GELU of a float64 model does not run there (the tanh form does).
 
-onnx, onnxruntime and skl2onnx are the optional extra ``pip install "fastnn[onnx]"``.
+onnx, onnxruntime and skl2onnx are the optional extra ``pip install "fastnn[onnx]"``; without
+onnx this module still imports (``AVAILABLE`` is False) and ``export`` raises ImportError
+saying what to install.
 """
 
 import math
@@ -40,21 +42,19 @@ from .layers import (
 from .model import Sequential
 from .sklearn import MLPClassifier, MLPRegressor
 
-try:
+try:  # the optional extra: without it this module imports, and export says what to install
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError(
-        "fastnn.onnx needs the onnx package: pip install 'fastnn[onnx]' "
-        "(onnx, onnxruntime, skl2onnx)"
-    ) from exc
+except ImportError:  # pragma: no cover - exercised only without the extra
+    onnx = TensorProto = helper = numpy_helper = None
+
+INSTALL_HINT = "pip install 'fastnn[onnx]' (onnx, onnxruntime, skl2onnx)"
 
 #: opset written when ``opset`` is None (LayerNormalization needs 17)
 DEFAULT_OPSET = 17
 #: oldest opset export writes (Softmax's axis=-1 semantics date from 13)
 MIN_OPSET = 13
 
-_ELEM = {np.dtype(np.float32): TensorProto.FLOAT, np.dtype(np.float64): TensorProto.DOUBLE}
 _SIMPLE = {ReLU: "Relu", Sigmoid: "Sigmoid", Tanh: "Tanh"}
 
 
@@ -149,6 +149,8 @@ def _layer(g, layer, x, index, opset):
 
 def to_model(model, opset=None):
     """The ONNX ``ModelProto`` that :func:`export` writes (checked by ``onnx.checker``)."""
+    if onnx is None:
+        raise ImportError(f"fastnn.onnx needs the onnx package: {INSTALL_HINT}")
     if not isinstance(model, Sequential):
         raise TypeError(f"model must be a fastnn.Sequential, got {type(model).__name__}")
     opset = DEFAULT_OPSET if opset is None else opset
@@ -160,6 +162,7 @@ def to_model(model, opset=None):
     if model.n_in is None:
         raise ValueError("model has no Linear layer: its input width is unknown")
     dtype = np.dtype(model.dtype)
+    elem = TensorProto.FLOAT if dtype == np.float32 else TensorProto.DOUBLE
     g = _Graph(dtype)
     x = "X"
     # the graph is built in memory; a layer that cannot be exported raises before any file
@@ -171,8 +174,8 @@ def to_model(model, opset=None):
     graph = helper.make_graph(
         g.nodes,
         "fastnn_sequential",
-        [helper.make_tensor_value_info("X", _ELEM[dtype], ["N", int(model.n_in)])],
-        [helper.make_tensor_value_info("Y", _ELEM[dtype], ["N", int(model.n_out)])],
+        [helper.make_tensor_value_info("X", elem, ["N", int(model.n_in)])],
+        [helper.make_tensor_value_info("Y", elem, ["N", int(model.n_out)])],
         initializer=g.inits,
     )
     proto = helper.make_model(
@@ -212,6 +215,8 @@ def export(model, path, opset=None):
 
 # -- skl2onnx converters for the drop-ins --------------------------------------------------
 def _register_skl2onnx():
+    if onnx is None:
+        return False
     try:
         from skl2onnx import update_registered_converter
         from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
@@ -289,7 +294,9 @@ class _IdentityOutput:
         return getattr(self._est, name)
 
 
+#: whether the onnx package is installed (export works)
+AVAILABLE = onnx is not None
 #: whether ``import fastnn.onnx`` registered the skl2onnx converters
 SKL2ONNX_REGISTERED = _register_skl2onnx()
 
-__all__ = ["export", "to_model", "DEFAULT_OPSET", "MIN_OPSET", "SKL2ONNX_REGISTERED"]
+__all__ = ["export", "to_model", "DEFAULT_OPSET", "MIN_OPSET", "AVAILABLE", "SKL2ONNX_REGISTERED"]
