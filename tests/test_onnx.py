@@ -211,3 +211,9 @@ def test_regressor_converter_float64(iris, to_onnx):
     (out,) = _run(to_onnx(reg, X[:1, 1:]), X[:, 1:])
     assert out.dtype == np.float64
     np.testing.assert_allclose(out[:, 0], reg.predict(X[:, 1:]), rtol=1e-12, atol=1e-12)
+
+
+def test_without_the_extra_export_names_it(monkeypatch):
+    monkeypatch.setattr(fonnx, "onnx", None)
+    with pytest.raises(ImportError, match=r"fastnn\[onnx\]"):
+        fonnx.to_model(fnn.Sequential(fnn.Linear(3, 2)))
