@@ -81,7 +81,9 @@ def test_unfitted_and_feature_names(fitted):
 
 def test_rebound_coefficients_are_used(fitted):
     X, clf, _ = fitted
+    bound = clf.__dict__.get("_bound")
     clf = pickle.loads(pickle.dumps(clf))  # a copy, and its views rebuilt by __setstate__
+    assert bound is not None and fitted[1].__dict__.get("_bound") is bound  # original intact
     before = clf.predict_proba(X[:2])
     clf.coefs_[-1] = np.zeros_like(clf.coefs_[-1])  # replaced: the next call repacks
     flat = clf.predict_proba(X[:2])

@@ -337,7 +337,8 @@ class BaseMLP(BaseEstimator):
         self._bound = (coefs, intercepts, tuple(coefs), tuple(intercepts), units, n_w)
 
     def __getstate__(self):
-        state = super().__getstate__()
+        # a copy: object.__getstate__ hands back the instance's own __dict__
+        state = dict(super().__getstate__())
         state.pop("_bound", None)  # identities mean nothing in another process
         return state
 
