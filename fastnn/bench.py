@@ -36,6 +36,10 @@ import numpy as np
 import fastnn as fnn
 from fastnn import distributed
 
+from .bench_latency import DEFAULT_CALLS as LATENCY_CALLS
+from .bench_latency import DEFAULT_SHAPES as LATENCY_SHAPES
+from .bench_latency import run_latency
+
 print = functools.partial(print, flush=True)  # noqa: A001  (progress shows when piped)
 
 DEFAULT_SHAPES = (
@@ -828,6 +832,25 @@ def add_parser(subparsers):
         + " ".join(DISTRIBUTED_SHAPES)
         + "; each rank takes its share of the cores, --threads sets a single process's)",
     )
+    p.add_argument(
+        "--latency",
+        action="store_true",
+        help="only the latency table: p50/p99 of predicting 1, 8 and 64 rows, fastnn against "
+        "onnxruntime, torch and scikit-learn (see fastnn.bench_latency)",
+    )
+    p.add_argument(
+        "--latency-shapes",
+        nargs="+",
+        default=list(LATENCY_SHAPES),
+        metavar="SHAPE",
+        help="networks for --latency (default: " + " ".join(LATENCY_SHAPES) + ")",
+    )
+    p.add_argument(
+        "--latency-calls",
+        type=int,
+        default=LATENCY_CALLS,
+        help=f"timed calls per contender and batch for --latency (default: {LATENCY_CALLS})",
+    )
     return p
 
 
@@ -884,6 +907,18 @@ def run(args):
         return 2
     if args.distributed:
         bench_distributed(args)
+        return 0
+    if args.latency:
+        if args.latency_calls < 10:
+            print("--latency-calls must be at least 10", file=sys.stderr)
+            return 2
+        try:
+            for text in args.latency_shapes:
+                sizes, _ = parse_shape(text, args.batch_size)
+        except argparse.ArgumentTypeError as exc:
+            print(exc, file=sys.stderr)
+            return 2
+        run_latency(args.latency_shapes, args.latency_calls, markdown=args.markdown)
         return 0
     wanted = available_peers(args.peers)
     peers = [p for p in PEERS if p in wanted]

@@ -19,6 +19,10 @@ from .layers._base import BufferCache
 from .parameter import FlatParameters, Parameter
 from .training import fit as _fit
 
+#: most rows Sequential.predict runs through its small-input path (online inference, where the
+#: general path's Python overhead was most of the call)
+FAST_PREDICT_ROWS = 64
+
 
 class _DenseStage:
     """Linear (+ fused elementwise activation): buffers for one model, kernels from Linear."""
@@ -177,6 +181,17 @@ class Sequential(Layer):
 
         Keeps no state: safe between training steps and from several threads."""
         batch_size = check_positive_int(batch_size, "batch_size")
+        if (
+            self._dense_only
+            and type(X) is np.ndarray
+            and X.ndim == 2
+            and 0 < X.shape[0] <= FAST_PREDICT_ROWS
+            and X.dtype == self.dtype
+            and X.shape[1] == self.n_in
+            and X.flags.c_contiguous
+            and K.all_finite(X)
+        ):
+            return self._predict_small(X)
         first = self._stages[0] if self._stages else None
         # A first dense layer with fewer outputs than inputs checks its pre-activation instead
         # of X (see _infer): a separate pass over a 100 000 x 784 float32 X cost 11 ms of a
@@ -191,6 +206,17 @@ class Sequential(Layer):
                 stop = min(start + batch_size, Xc.shape[0])
                 out[start:stop] = self._infer(Xc[start:stop], buffers, narrows)
         return out
+
+    def _predict_small(self, X):
+        """Dense-only model, a few well-formed rows (the input the full check would pass
+        unchanged): each stage's kernel on fresh arrays, without the chunking, buffer cache
+        and lazy finiteness check of the general path, whose Python cost dominates at this
+        size (64-100-10, one thread: one row 11.7 -> 5-6 us, 64 rows 27 -> 19 us)."""
+        for stage in self._stages:
+            linear = stage.linear
+            A = np.empty((X.shape[0], linear.n_out), X.dtype)
+            X = linear.forward_act(X, stage.code, stage.alpha, A)  # serial/parallel by size
+        return X
 
     def _infer(self, X, buffers, check_first=False):
         for k, stage in enumerate(self._stages):

@@ -158,19 +158,27 @@ def _sgd_momentum_step(p, g, vel, n_w, l2, lr, momentum, nesterov):
     n = p.shape[0]
     t = p.dtype.type
     c, lr_, mu = t(l2), t(lr), t(momentum)
+    # Weights and intercepts in two loops: with the ``i < n_w`` test inside one loop the
+    # float64 update did not vectorise (7510 parameters, the digits network: see _adam_step)
     sq = 0.0
-    for i in prange(n):
+    for i in prange(n_w):
         pi = p[i]
-        d = g[i]
-        if i < n_w:
-            sq += pi * pi
-            d += c * pi
+        sq += pi * pi
+        d = g[i] + c * pi
         v = mu * vel[i] - lr_ * d
         vel[i] = v
         if nesterov:
             p[i] = pi + (mu * v - lr_ * d)
         else:
             p[i] = pi + v
+    for i in prange(n_w, n):
+        d = g[i]
+        v = mu * vel[i] - lr_ * d
+        vel[i] = v
+        if nesterov:
+            p[i] = p[i] + (mu * v - lr_ * d)
+        else:
+            p[i] = p[i] + v
     return sq
 
 
@@ -182,19 +190,30 @@ def _adam_step(p, g, m, v, n_w, l2, lr_t, beta1, beta2, eps):
     n = p.shape[0]
     t = p.dtype.type
     c, lr_, b1, b2, e = t(l2), t(lr_t), t(beta1), t(beta2), t(eps)
-    one = t(1)
+    # 1 - beta in float64, then rounded, as scikit-learn's ``(1 - beta_1) * grad`` does:
+    # ``t(1) - b2`` in float32 is 1 - 0.999f = 0.00099998713, 1.3e-5 off 0.001, a bias in
+    # every second-moment update that made float32 fits drift 4-6x further from float64
+    # than scikit-learn's float32 fits do (MLPRegressor on 2-class digits, six seeds)
+    ob1, ob2 = t(1.0 - beta1), t(1.0 - beta2)
+    # Weights (with L2) and intercepts in two loops: one loop with the ``i < n_w`` test
+    # inside took 33 us for the digits network's 7510 float64 parameters (13% of a step)
     sq = 0.0
-    for i in prange(n):
+    for i in prange(n_w):
         pi = p[i]
-        d = g[i]
-        if i < n_w:
-            sq += pi * pi
-            d += c * pi
-        mi = b1 * m[i] + (one - b1) * d
-        vi = b2 * v[i] + (one - b2) * (d * d)
+        sq += pi * pi
+        d = g[i] + c * pi
+        mi = b1 * m[i] + ob1 * d
+        vi = b2 * v[i] + ob2 * (d * d)
         m[i] = mi
         v[i] = vi
         p[i] = pi - lr_ * mi / (math.sqrt(vi) + e)
+    for i in prange(n_w, n):
+        d = g[i]
+        mi = b1 * m[i] + ob1 * d
+        vi = b2 * v[i] + ob2 * (d * d)
+        m[i] = mi
+        v[i] = vi
+        p[i] = p[i] - lr_ * mi / (math.sqrt(vi) + e)
     return sq
 
 

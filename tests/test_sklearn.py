@@ -2,8 +2,9 @@
 
 With ``dtype=np.float64`` the drop-ins draw the same initial weights, shuffle in the same order
 and apply the same updates as scikit-learn, so their fitted coefficients agree to rounding;
-those exact comparisons are the strongest tests here.  With the default float32 the accuracy
-parity is checked averaged over seeds.
+those exact comparisons are the strongest tests here (float64 is also the default on float64
+data, scikit-learn's dtype rule; tests/test_sklearn_dtypes.py checks that rule).  With
+``dtype=np.float32`` on float64 data the accuracy parity is checked averaged over seeds.
 """
 
 import contextlib
@@ -133,9 +134,10 @@ def test_partial_fit_and_warm_start_track_sklearn(iris):
     assert_same_fit(ours, theirs)
 
 
-# -- default float32: behaviour and accuracy parity -------------------------------------------
+# -- float32: behaviour and accuracy parity ---------------------------------------------------
 def test_float32_fit_attributes(small_digits):
     X, y = small_digits
+    X = X.astype(np.float32)  # scikit-learn's rule: float32 X fits and predicts in float32
     with _quiet():
         clf = MLPClassifier(hidden_layer_sizes=(20,), max_iter=5, random_state=0).fit(X, y)
     assert clf.coefs_[0].dtype == np.float32 and clf.coefs_[0].shape == (64, 20)
@@ -146,7 +148,7 @@ def test_float32_fit_attributes(small_digits):
     assert clf.best_loss_ == min(clf.loss_curve_)
     assert clf.validation_scores_ is None and clf.best_validation_score_ is None
     P = clf.predict_proba(X)
-    assert P.dtype == np.float64 and P.shape == (len(y), 10)
+    assert P.dtype == np.float32 and P.shape == (len(y), 10)
     np.testing.assert_allclose(P.sum(axis=1), 1.0, rtol=1e-5)
     np.testing.assert_allclose(clf.predict_log_proba(X), np.log(P), rtol=1e-6)
     np.testing.assert_array_equal(clf.predict(X), clf.classes_[P.argmax(axis=1)])
@@ -231,7 +233,7 @@ def test_grid_search_and_cross_val_score_in_processes(iris):
     assert grid.best_estimator_.n_iter_ >= 1
 
 
-# -- accuracy parity with scikit-learn (float32 vs scikit-learn's float64) -------------------
+# -- accuracy parity with scikit-learn (dtype=float32 vs scikit-learn's float64) -------------
 def _parity_split(X, y, seed):
     Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.3, stratify=y, random_state=seed)
     sc = StandardScaler().fit(Xtr)
@@ -248,7 +250,8 @@ def test_accuracy_parity(dataset, solver):
     with _quiet(), threadpool_limits(1):  # one BLAS thread each: no oversubscription
         for seed in range(4):
             Xtr, Xte, ytr, yte = _parity_split(X, y, seed)
-            ours.append(MLPClassifier(random_state=seed, **kw).fit(Xtr, ytr).score(Xte, yte))
+            est = MLPClassifier(random_state=seed, dtype=np.float32, **kw)
+            ours.append(est.fit(Xtr, ytr).score(Xte, yte))
             theirs.append(SkClassifier(random_state=seed, **kw).fit(Xtr, ytr).score(Xte, yte))
     assert abs(np.mean(ours) - np.mean(theirs)) <= 0.01, (ours, theirs)
 
@@ -263,7 +266,8 @@ def test_r2_parity(solver):
     with _quiet(), threadpool_limits(1):
         for seed in range(3):
             Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.3, random_state=seed)
-            ours.append(MLPRegressor(random_state=seed, **kw).fit(Xtr, ytr).score(Xte, yte))
+            est = MLPRegressor(random_state=seed, dtype=np.float32, **kw)
+            ours.append(est.fit(Xtr, ytr).score(Xte, yte))
             theirs.append(SkRegressor(random_state=seed, **kw).fit(Xtr, ytr).score(Xte, yte))
     assert abs(np.mean(ours) - np.mean(theirs)) <= 0.01, (ours, theirs)
 
@@ -276,3 +280,54 @@ def test_comparison_table_script_mode():
     assert rows[0]["score"][0] == pytest.approx(rows[0]["score"][1], abs=0.03)
     table = format_table(rows)
     assert "| iris | adam | 5 / 5 |" in table and "x |" in table
+
+
+# -- private attributes scikit-learn code reads -------------------------------------------------
+@pytest.mark.parametrize(
+    "params",
+    [
+        dict(solver="sgd", learning_rate="invscaling", power_t=0.3),
+        dict(solver="sgd", learning_rate="adaptive", tol=0.5, n_iter_no_change=1),
+        dict(solver="adam"),
+    ],
+    ids=["invscaling", "adaptive", "adam"],
+)
+def test_private_optimizer_state_matches_sklearn(params, iris):
+    X, y = iris
+    kw = dict(hidden_layer_sizes=(6,), random_state=0, max_iter=12, **params)
+    with _quiet():
+        theirs = SkClassifier(**kw).fit(X, y)
+        ours = MLPClassifier(**kw).fit(X, y)
+    for est in (theirs, ours):  # then one more epoch each
+        est.partial_fit(X, y)
+    a, b = ours._optimizer, theirs._optimizer
+    assert a.learning_rate == pytest.approx(b.learning_rate, rel=1e-12)
+    assert a.learning_rate_init == b.learning_rate_init
+    assert ours._no_improvement_count == theirs._no_improvement_count
+    if params["solver"] == "adam":
+        assert a.t == b.t
+        pairs = list(zip(a.ms + a.vs, b.ms + b.vs, strict=True))
+    else:
+        assert a.lr_schedule == b.lr_schedule and a.momentum == b.momentum
+        pairs = list(zip(a.velocities, b.velocities, strict=True))
+    for p, q in pairs:
+        np.testing.assert_allclose(p, q, rtol=1e-8, atol=1e-12)
+    np.testing.assert_allclose(
+        ours._forward_pass_fast(X), theirs._forward_pass_fast(X), rtol=1e-8, atol=1e-12
+    )
+
+
+def test_private_best_coefs_and_no_optimizer_before_fit(iris):
+    X, y = iris
+    assert not hasattr(MLPClassifier(), "_optimizer")
+    assert not hasattr(MLPClassifier(solver="lbfgs").fit(X, y), "_optimizer")
+    kw = dict(hidden_layer_sizes=(6,), random_state=0, max_iter=15, early_stopping=True)
+    with _quiet():
+        theirs = SkClassifier(**kw).fit(X, y)
+        ours = MLPClassifier(**kw).fit(X, y)
+    for p, q in zip(
+        ours._best_coefs + ours._best_intercepts,
+        theirs._best_coefs + theirs._best_intercepts,
+        strict=True,
+    ):
+        np.testing.assert_allclose(p, q, rtol=1e-9, atol=1e-12)

@@ -175,6 +175,21 @@ def test_adam_step(dtype, which):
         np.testing.assert_allclose(sq, np.sum(p0[:n_w] ** 2), rtol=RTOL[dtype])
 
 
+@pytest.mark.parametrize("which", BUILDS)
+def test_adam_step_float32_moment_coefficients(which):
+    """From zero moments, one float32 step leaves m = f32(1 - beta1) * d and
+    v = f32(1 - beta2) * d^2, the coefficients rounded from float64 as scikit-learn's
+    ``(1 - beta_2) * grad`` rounds them; 1 - 0.999f in float32 (0.00099998713) is 1.3e-5
+    off, a bias in every step."""
+    n = 16
+    p = np.zeros(n, dtype=np.float32)
+    g = np.ones(n, dtype=np.float32)
+    m = np.zeros(n, dtype=np.float32)
+    v = np.zeros(n, dtype=np.float32)
+    build("adam_step", which)(p, g, m, v, 0, 0.0, 0.01, 0.9, 0.999, 1e-8)
+    assert m[0] == np.float32(1 - 0.9) and v[0] == np.float32(1 - 0.999)
+
+
 # -- network kernels --------------------------------------------------------------------------
 UNITS = np.array([5, 7, 4, 3], dtype=np.int64)  # two hidden layers, awkward widths
 TANH = 4  # fastnn.kernels.TANH

@@ -1,12 +1,15 @@
 """Side-by-side table: fastnn.sklearn vs scikit-learn's own MLPs, same data and parameters.
 
-    python -m fastnn.sklearn [--repeats 5] [--threads 1] [--max-iter 100]
+    python -m fastnn.sklearn [--repeats 5] [--threads 1] [--max-iter 100] [--dtype float64]
+        [--datasets digits iris regression] [--solvers sgd adam lbfgs]
 
 For each data set (digits and iris, standardised, stratified 25 % test split; a regression
 problem from ``make_regression``) and solver (sgd, adam), both libraries fit the same
 estimator with the same ``random_state``; fits are interleaved (fastnn, scikit-learn,
 fastnn, ...) so both see the same machine load, and the median fit time is reported with the
 test accuracy (R^2 for regression).  One warm-up fit first compiles or loads fastnn's kernels.
+``--dtype`` is the dtype of X given to both (each then fits in scikit-learn's dtype for it:
+float32 X in float32, float64 X in float64; lbfgs in float64 either way).
 """
 
 import argparse
@@ -20,9 +23,10 @@ from threadpoolctl import threadpool_limits
 from fastnn import sklearn as fn
 
 #: (learning_rate_init) per solver: scikit-learn's default for adam, a common one for sgd
-LEARNING_RATES = {"sgd": 0.01, "adam": 0.001}
+LEARNING_RATES = {"sgd": 0.01, "adam": 0.001, "lbfgs": 0.001}
 DATASETS = ("digits", "iris", "regression")
 SOLVERS = ("sgd", "adam")
+ALL_SOLVERS = ("sgd", "adam", "lbfgs")
 
 
 def load(name, seed=0):
@@ -60,13 +64,16 @@ def estimators(name, solver, max_iter, seed=0):
     return getattr(fn, kind)(**params), getattr(sk, kind)(**params)
 
 
-def compare(repeats=5, threads=1, max_iter=100, datasets=DATASETS, solvers=SOLVERS):
+def compare(
+    repeats=5, threads=1, max_iter=100, datasets=DATASETS, solvers=SOLVERS, dtype="float64"
+):
     """Fit both libraries on every data set and solver; return one dict per row."""
     rows = []
     with warnings.catch_warnings(), threadpool_limits(limits=threads):
         warnings.simplefilter("ignore", ConvergenceWarning)
         for name in datasets:
             Xtr, Xte, ytr, yte = load(name)
+            Xtr, Xte = Xtr.astype(dtype), Xte.astype(dtype)
             for solver in solvers:
                 ours, theirs = estimators(name, solver, max_iter)
                 ours.fit(Xtr, ytr)  # compile / load the kernels outside the timing
@@ -114,11 +121,21 @@ def main(argv=None):
     parser.add_argument("--repeats", type=int, default=5, help="timed fits per library")
     parser.add_argument("--threads", type=int, default=1, help="BLAS threads for both")
     parser.add_argument("--max-iter", type=int, default=100, help="epochs at most")
+    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64")
+    parser.add_argument("--datasets", nargs="+", choices=DATASETS, default=list(DATASETS))
+    parser.add_argument("--solvers", nargs="+", choices=ALL_SOLVERS, default=list(SOLVERS))
     args = parser.parse_args(argv)
-    rows = compare(repeats=args.repeats, threads=args.threads, max_iter=args.max_iter)
+    rows = compare(
+        repeats=args.repeats,
+        threads=args.threads,
+        max_iter=args.max_iter,
+        datasets=tuple(args.datasets),
+        solvers=tuple(args.solvers),
+        dtype=args.dtype,
+    )
     print(
         f"hidden_layer_sizes=(100,), max_iter={args.max_iter}, {args.threads} BLAS thread(s), "
-        f"median of {args.repeats} interleaved fits"
+        f"X {args.dtype}, median of {args.repeats} interleaved fits"
     )
     print(format_table(rows))
 

@@ -23,10 +23,10 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, Options, StrOptions
-from sklearn.utils.validation import validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 from threadpoolctl import ThreadpoolController
 
-from fastnn.kernels import CODES
+from fastnn.kernels import CODES, all_finite
 from fastnn.kernels import sklearn_compat as SK
 
 from .._threads import _state, worker_threads
@@ -48,6 +48,16 @@ _HIDDEN_CODES = {
 #: 7019 ms with two (scikit-learn: 1288 vs 15834 ms): threading products this small loses
 #: far more to synchronisation than it gains, badly so when the cores are busy.
 SERIAL_BLAS_WORK = 4_000_000
+
+#: Below this many multiply-adds per product OpenBLAS runs a GEMM on one thread whatever its
+#: setting (interface/gemm.c: one thread while m*n*k < SMP_THRESHOLD_MIN (65536) *
+#: GEMM_MULTITHREAD_THRESHOLD (4)); setting threadpoolctl's limit around such calls only costs
+#: time: 40% of a one-row predict_proba on digits (about 20 us)
+BLAS_SERIAL_ANYWAY = 65536
+
+#: most rows :meth:`BaseMLP._checked_X` lets through without scikit-learn's full validation
+FAST_ROWS = 64
+_FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
 _CONTROLLER: list[
     ThreadpoolController
@@ -79,8 +89,89 @@ class _SolverState:
         self.state2 = np.zeros(size if solver == "adam" else 0, dtype=dtype)
 
 
+class _OptimizerView:
+    """Read-only stand-in for scikit-learn's ``SGDOptimizer`` / ``AdamOptimizer``, as
+    ``mlp._optimizer``: the attributes scikit-learn code reads, with their meaning.
+
+    SGD: ``learning_rate`` (the current rate: 'invscaling' and 'adaptive' change it),
+    ``learning_rate_init``, ``lr_schedule``, ``momentum``, ``nesterov``, ``power_t``,
+    ``velocities``.  Adam: ``t`` (steps taken), ``learning_rate`` (the bias-corrected rate of
+    the last step, as scikit-learn's ``AdamOptimizer`` stores it), ``learning_rate_init``,
+    ``beta_1``, ``beta_2``, ``epsilon``, ``ms``, ``vs``.  The arrays are views into the
+    solver's state, shaped like ``coefs_ + intercepts_``.  The update methods
+    (``update_params``, ``iteration_ends``, ``trigger_stopping``) are not provided.
+    """
+
+    def __init__(self, est, state):
+        shapes = [c.shape for c in est.coefs_] + [b.shape for b in est.intercepts_]
+        self.learning_rate_init = float(est.learning_rate_init)
+        if state.solver == "sgd":
+            self.learning_rate = state.learning_rate
+            self.lr_schedule = est.learning_rate
+            self.momentum = est.momentum
+            self.nesterov = est.nesterovs_momentum
+            self.power_t = est.power_t
+            self.velocities = _views(state.state1, shapes)
+        else:
+            t = int(state.step[0])
+            self.t = t
+            b1, b2 = float(est.beta_1), float(est.beta_2)
+            self.learning_rate = (
+                self.learning_rate_init * np.sqrt(1 - b2**t) / (1 - b1**t)
+                if t > 0
+                else self.learning_rate_init
+            )
+            self.beta_1, self.beta_2, self.epsilon = b1, b2, float(est.epsilon)
+            self.ms = _views(state.state1, shapes)
+            self.vs = _views(state.state2, shapes)
+
+
+def _views(flat, shapes):
+    out, off = [], 0
+    for shape in shapes:
+        size = int(np.prod(shape))
+        out.append(flat[off : off + size].reshape(shape))
+        off += size
+    return out
+
+
 class BaseMLP(BaseEstimator):
     """Base of :class:`MLPClassifier` and :class:`MLPRegressor`; not for direct use."""
+
+    # -- private attributes scikit-learn code reads -----------------------------------------
+    @property
+    def _optimizer(self):
+        """The stochastic solver's state as scikit-learn's optimizer exposes it (see
+        :class:`_OptimizerView`); AttributeError before a stochastic fit, as in scikit-learn."""
+        state = self.__dict__.get("_solver_state")
+        if state is None:
+            raise AttributeError(f"'{type(self).__name__}' object has no attribute '_optimizer'")
+        return _OptimizerView(self, state)
+
+    @property
+    def _best_coefs(self):
+        """Weights of the best validation score so far (early stopping), as in scikit-learn."""
+        return self._best_views()[0]
+
+    @property
+    def _best_intercepts(self):
+        return self._best_views()[1]
+
+    def _best_views(self):
+        best = self.__dict__.get("_best_flat")
+        if best is None or "coefs_" not in self.__dict__:
+            raise AttributeError("_best_coefs is set by fit")
+        shapes = [c.shape for c in self.coefs_]
+        views = _views(best, shapes + [(c.shape[1],) for c in self.coefs_])
+        return views[: len(shapes)], views[len(shapes) :]
+
+    def _forward_pass_fast(self, X, check_input=True):
+        """Output-layer activations, scikit-learn's private method of the same name."""
+        if check_input:
+            X = self._validate_X_predict(X)
+        else:
+            X = _dense_writeable(X, self._predict_dtype(np.asarray(X).dtype))
+        return self._forward_out(X)
 
     _parameter_constraints: dict = {
         "hidden_layer_sizes": ["array-like", Interval(numbers.Integral, 1, None, closed="left")],
@@ -114,8 +205,30 @@ class BaseMLP(BaseEstimator):
     }
 
     # -- helpers ------------------------------------------------------------------------------
-    def _dtype(self):
-        return check_dtype(self.dtype, "dtype")
+    def _explicit_dtype(self):
+        """The ``dtype`` argument as a NumPy dtype, or None (follow X, scikit-learn's rule)."""
+        return None if self.dtype is None else check_dtype(self.dtype, "dtype")
+
+    def _fit_dtype_for(self, X_dtype, explicit):
+        """Compute dtype of a first fit: ``explicit`` when given, else scikit-learn's rule
+        (float32 X -> float32 for the stochastic solvers, float64 otherwise; scikit-learn's
+        L-BFGS always ends with float64 coefficients, scipy's optimizer works in float64)."""
+        if explicit is not None:
+            return explicit
+        if self.solver in _STOCHASTIC and X_dtype == np.float32:
+            return np.dtype(np.float32)
+        return np.dtype(np.float64)
+
+    def _predict_dtype(self, X_dtype):
+        """Dtype predictions are computed and returned in: the fit dtype when ``dtype`` was
+        given, else NumPy's promotion of X's dtype with the coefficients' (scikit-learn's
+        ``X @ coefs_``), narrowed to float32 or float64."""
+        fit_dtype = self._fit_dtype
+        if getattr(self, "_dtype_explicit", False):
+            return fit_dtype
+        if np.result_type(X_dtype, fit_dtype) == np.float32:
+            return np.dtype(np.float32)
+        return np.dtype(np.float64)
 
     def _threads(self, rows, units):
         """Context limiting BLAS and numba threads to ``n_threads``; when that is None, to one
@@ -126,7 +239,7 @@ class BaseMLP(BaseEstimator):
             n = worker_threads()  # a Dask worker's task: its thread budget
         if n is None:
             work = rows * max(int(a) * int(b) for a, b in zip(units[:-1], units[1:], strict=True))
-            if work >= SERIAL_BLAS_WORK:
+            if work >= SERIAL_BLAS_WORK or work < BLAS_SERIAL_ANYWAY:
                 return contextlib.nullcontext()
             return _controller().limit(limits=1, user_api="blas")
         stack = contextlib.ExitStack()
@@ -136,22 +249,76 @@ class BaseMLP(BaseEstimator):
         stack.callback(numba.set_num_threads, previous)
         return stack
 
+    def _apply_class_weight(self, y, sw):
+        """Sample weights times class weights (the classifier's hook; none here)."""
+        return sw
+
     def _validate_X_predict(self, X):
-        X = validate_data(self, X, accept_sparse=["csr", "csc"], dtype=self._fit_dtype, reset=False)
-        return _dense_writeable(X, self._fit_dtype)
+        X = validate_data(self, X, accept_sparse=["csr", "csc"], reset=False)
+        return _dense_writeable(X, self._predict_dtype(X.dtype))
+
+    def _checked_X(self, X):
+        """``check_is_fitted`` and :meth:`_validate_X_predict` in one, with a fast path: a
+        small (<= FAST_ROWS rows), finite, C-contiguous, writeable float32/float64 ndarray of
+        the fitted width, already in the prediction dtype, on an estimator fitted without
+        feature names, is used as it is.  That is exactly the input on which scikit-learn's
+        validation changes nothing and raises nothing; any other input takes the full check.
+        (One-row predict_proba on digits: the full check was about 60% of the call.)"""
+        d = self.__dict__
+        if (
+            type(X) is np.ndarray
+            and X.ndim == 2
+            and 0 < X.shape[0] <= FAST_ROWS
+            and "coefs_" in d
+            and "feature_names_in_" not in d
+            and X.shape[1] == d.get("n_features_in_")
+            and X.flags.c_contiguous
+            and X.flags.writeable
+            and X.dtype in _FLOAT_DTYPES
+            and self._predict_dtype(X.dtype) == X.dtype
+            and all_finite(X)
+        ):
+            return X
+        check_is_fitted(self)
+        return self._validate_X_predict(X)
 
     def _layout(self):
         """(units int64 array, n_w) of the fitted network."""
+        bound = self._current_binding()
+        if bound is not None:
+            return bound[4], bound[5]
         units = np.array(
             [c.shape[0] for c in self.coefs_] + [self.coefs_[-1].shape[1]], dtype=np.int64
         )
         n_w = int(sum(c.size for c in self.coefs_))
         return units, n_w
 
+    def _current_binding(self):
+        """The record ``_bind`` made, if ``coefs_``/``intercepts_`` still hold the very arrays
+        it bound (views into ``_flat``); None once a user has replaced any of them."""
+        d = self.__dict__
+        bound = d.get("_bound")
+        if bound is None:
+            return None
+        coefs, intercepts = d.get("coefs_"), d.get("intercepts_")
+        if coefs is not bound[0] or intercepts is not bound[1]:
+            return None
+        if len(coefs) != len(bound[2]) or len(intercepts) != len(bound[3]):
+            return None
+        for a, b in zip(coefs, bound[2], strict=True):
+            if a is not b:
+                return None
+        for a, b in zip(intercepts, bound[3], strict=True):
+            if a is not b:
+                return None
+        return bound
+
     def _packed(self, dtype):
         """The flat parameter vector in ``dtype``: the live buffer when ``coefs_`` and
         ``intercepts_`` are still views into it, a freshly packed copy otherwise."""
         flat = getattr(self, "_flat", None)
+        if flat is not None and flat.dtype == dtype and self._current_binding() is not None:
+            return flat
         arrays = list(self.coefs_) + list(self.intercepts_)
         if flat is not None and flat.dtype == dtype and _are_views(arrays, flat):
             return flat
@@ -170,32 +337,45 @@ class BaseMLP(BaseEstimator):
             off += n_out
         self.coefs_ = coefs
         self.intercepts_ = intercepts
+        units = np.array([a for a, _ in shapes] + [shapes[-1][1]], dtype=np.int64)
+        n_w = int(sum(a * b for a, b in shapes))
+        self._bound = (coefs, intercepts, tuple(coefs), tuple(intercepts), units, n_w)
+
+    def __getstate__(self):
+        # a copy: object.__getstate__ hands back the instance's own __dict__
+        state = dict(super().__getstate__())
+        state.pop("_bound", None)  # identities mean nothing in another process
+        return state
 
     def __setstate__(self, state):
         # Pickling copies coefs_/intercepts_ out of the flat buffer; make them views again
         # (packed from coefs_, the attributes users see) so predict need not repack each call.
+        state = dict(state)
+        state.pop("_bound", None)
         super().__setstate__(state)
         if "coefs_" in state and "_fit_dtype" in state:
             shapes = [c.shape for c in self.coefs_]
             self._bind(self._packed(self._fit_dtype), shapes)
 
-    def _forward_out(self, X):
-        """Output-layer activations (n, n_outputs) for validated X, in the fit dtype."""
+    def _forward_out(self, X, logits=False):
+        """Output-layer activations (n, n_outputs) for validated X, in X's dtype (the output
+        layer's pre-activations when ``logits``)."""
         dtype = X.dtype
         flat = self._packed(dtype)
         units, n_w = self._layout()
         n = X.shape[0]
-        acts = np.empty(n * int(units[1:-1].sum()), dtype=dtype)
+        acts = np.empty(n * sum(int(u) for u in units[1:-1]), dtype=dtype)
         out = np.empty((n, int(units[-1])), dtype=dtype)
         code = _HIDDEN_CODES[self.activation]
+        kind = SK.OUT_IDENTITY if logits else _OUT_KINDS[self.out_activation_]
         with self._threads(n, units):
-            SK.mlp_forward(X, flat, n_w, units, code, _OUT_KINDS[self.out_activation_], acts, out)
+            SK.mlp_forward(X, flat, n_w, units, code, kind, acts, out)
         return out
 
     # -- fit ----------------------------------------------------------------------------------
     def _fit(self, X, y, sample_weight=None, incremental=False):
         self._validate_params()
-        dtype = self._dtype()
+        explicit = self._explicit_dtype()
         hidden = self.hidden_layer_sizes
         if not hasattr(hidden, "__iter__"):
             hidden = [hidden]
@@ -203,13 +383,24 @@ class BaseMLP(BaseEstimator):
         if np.any(np.array(hidden) <= 0):
             raise ValueError(f"hidden_layer_sizes must be > 0, got {hidden}.")
         first_pass = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
-        if not first_pass and getattr(self, "_fit_dtype", dtype) != dtype:
-            first_pass = True  # the dtype changed since the last fit: start again
-        self._fit_dtype = dtype
+        previous = getattr(self, "_fit_dtype", None)
+        if not first_pass and explicit is not None and previous != explicit:
+            first_pass = True  # the dtype argument changed since the last fit: start again
         X, y = self._validate_input(X, y, incremental, reset=first_pass)
-        X = _dense_writeable(X, dtype)
-        n_samples, n_features = X.shape
+        if first_pass:
+            dtype = self._fit_dtype_for(X.dtype, explicit)
+        else:
+            # partial_fit / warm_start keep the coefficients' dtype, whatever this X's is
+            dtype = previous if previous is not None else np.dtype(self.coefs_[0].dtype)
+        n_samples = X.shape[0]
         sw = _sample_weight(sample_weight, n_samples, dtype)
+        sw_user = sw if sample_weight is not None else None  # early stopping's validation score
+        sw = self._apply_class_weight(y, sw)
+        X = _dense_writeable(X, dtype)
+        n_features = X.shape[1]
+        self._fit_dtype = dtype
+        if first_pass:
+            self._dtype_explicit = explicit is not None
         if y.ndim == 1:
             y = y.reshape(-1, 1)
         self.n_outputs_ = y.shape[1]
@@ -235,7 +426,7 @@ class BaseMLP(BaseEstimator):
             rows = min(self.batch_size, n_samples)
         with self._threads(rows, layer_units):
             if self.solver in _STOCHASTIC:
-                self._fit_stochastic(X, y, Y, sw, sample_weight is not None, incremental)
+                self._fit_stochastic(X, y, Y, sw, sw_user, incremental)
             else:
                 self._fit_lbfgs(X, Y, sw)
         if not np.all(np.isfinite(self._flat)):
@@ -320,7 +511,7 @@ class BaseMLP(BaseEstimator):
         self.loss_ = float(res.fun)
         self._flat[...] = res.x
 
-    def _fit_stochastic(self, X, y, Y, sw, weighted, incremental):
+    def _fit_stochastic(self, X, y, Y, sw, sw_user, incremental):
         dtype = X.dtype
         state = getattr(self, "_solver_state", None)
         if not incremental or state is None or state.solver != self.solver:
@@ -350,7 +541,9 @@ class BaseMLP(BaseEstimator):
             y_val = y[idx_val]
             if is_classifier(self):
                 y_val = self._label_binarizer.inverse_transform(y_val)
-            sw_val = sw[idx_val] if weighted else None
+            # scored with the user's sample weights only, as SGDClassifier scores its
+            # validation split (class weights shape the loss, not the score)
+            sw_val = sw_user[idx_val] if sw_user is not None else None
         else:
             X_train, Y_train, sw_train = X, Y, sw
             X_val = y_val = sw_val = None

@@ -1,13 +1,17 @@
 """MLPClassifier: scikit-learn's multi-layer perceptron classifier on fastnn's kernels."""
 
+import numbers
+
 import numpy as np
 from sklearn.base import ClassifierMixin
 from sklearn.metrics import accuracy_score
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils import column_or_1d
+from sklearn.utils._param_validation import StrOptions
+from sklearn.utils.class_weight import compute_class_weight, compute_sample_weight
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import _check_partial_fit_first_call, type_of_target, unique_labels
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import validate_data
 
 from .._compile import announcing
 from ._base import BaseMLP
@@ -20,9 +24,9 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     Every scikit-learn parameter has the same name, default and meaning (see scikit-learn's
     documentation for the long form); the network, the random initialisation, the minibatch
     order, the SGD / Adam / L-BFGS updates and the stopping rules follow scikit-learn's, so a
-    model trained with the same ``random_state`` tracks scikit-learn's up to rounding (exactly
-    so with ``dtype=np.float64``).  Binary and multilabel targets get logistic outputs,
-    multiclass targets a softmax.
+    model trained with the same ``random_state`` tracks scikit-learn's to rounding, in the
+    same dtype (scikit-learn's rule: float32 X fits in float32, anything else in float64).
+    Binary and multilabel targets get logistic outputs, multiclass targets a softmax.
 
     Parameters
     ----------
@@ -58,8 +62,25 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     n_iter_no_change : int, default=10
     max_fun : int, default=15000
         Most loss evaluations of 'lbfgs'.
-    dtype : float32 or float64, default=np.float32
-        Precision of the stochastic solvers and of prediction (fastnn only).
+    dtype : None, float32 or float64, default=None
+        Compute dtype (fastnn only).  None follows scikit-learn: a float32 X trains the
+        stochastic solvers in float32, any other X (and 'lbfgs') in float64, ``coefs_`` /
+        ``intercepts_`` have that dtype and ``predict_proba`` returns NumPy's promotion of
+        the predicted X's dtype with it.  Given explicitly, it overrides that rule: X is
+        cast to it for fit and predict, and the fitted arrays and outputs have it
+        (``dtype=np.float32`` on float64 data gives float32's speed with float32 rounding).
+    class_weight : dict, list of dict, 'balanced' or None, default=None
+        Class weights (fastnn extension; scikit-learn's MLPClassifier has none), with the
+        meaning they have in scikit-learn's linear models and trees: each sample's weight in
+        the loss is its ``sample_weight`` times the weight of its class.  A dict maps class
+        labels to weights (classes left out weigh 1); 'balanced' gives
+        ``n_samples / (n_classes * count of the class)``, counts weighted by
+        ``sample_weight``, as ``LogisticRegression`` does.  Multilabel targets take a list
+        of dicts, one per label column with keys 0 and 1, or 'balanced' (per column,
+        multiplied over columns: ``sklearn.utils.class_weight.compute_sample_weight``).
+        'balanced' is not available in ``partial_fit`` (the class frequencies of one batch
+        are not the data's; pass a dict computed with ``compute_class_weight``).  The
+        early-stopping validation score uses ``sample_weight`` only.
     n_threads : int or None, default=None
         Threads for BLAS and numba during fit and predict (fastnn only).  None: one BLAS
         thread when the largest per-batch product is under 4e6 multiply-adds (threading
@@ -88,6 +109,11 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     >>> clf.predict_proba(X_test[:1])
     """
 
+    _parameter_constraints: dict = {
+        **BaseMLP._parameter_constraints,
+        "class_weight": [dict, list, StrOptions({"balanced"}), None],
+    }
+
     def __init__(
         self,
         hidden_layer_sizes=(100,),
@@ -114,8 +140,9 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         epsilon=1e-8,
         n_iter_no_change=10,
         max_fun=15000,
-        dtype=np.float32,
+        dtype=None,
         n_threads=None,
+        class_weight=None,
     ):
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
@@ -142,6 +169,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         self.max_fun = max_fun
         self.dtype = dtype
         self.n_threads = n_threads
+        self.class_weight = class_weight
 
     #: scikit-learn's classifier always trains on log-loss
     loss = "log_loss"
@@ -158,7 +186,11 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         )
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
-        if (not hasattr(self, "classes_")) or (not self.warm_start and not incremental):
+        new_classes = (not hasattr(self, "classes_")) or (not self.warm_start and not incremental)
+        _check_class_weight(
+            self.class_weight, unique_labels(y) if new_classes else self.classes_, y, incremental
+        )
+        if new_classes:
             self._label_binarizer = LabelBinarizer()
             self._label_binarizer.fit(y)
             self.classes_ = self._label_binarizer.classes_
@@ -179,6 +211,36 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         y = self._label_binarizer.transform(y).astype(bool)
         return X, y
 
+    def _apply_class_weight(self, y, sw):
+        """``sw * class weight of each sample``: for a single target, LogisticRegression's
+        rule (``compute_class_weight(class_weight, classes=classes_, y=y,
+        sample_weight=sw)`` indexed by each sample's class; 'balanced' counts weighted
+        samples); for a multilabel target, ``compute_sample_weight(class_weight, Y)``
+        (one dict per label column, keys 0 and 1; the product over columns)."""
+        if self.class_weight is None:
+            return sw
+        if self._label_binarizer.y_type_.startswith("multilabel"):
+            weight = compute_sample_weight(self.class_weight, y.astype(np.int64))
+        else:
+            index = y.argmax(axis=1) if y.shape[1] > 1 else y[:, 0].astype(np.int64)
+            per_class = compute_class_weight(
+                self.class_weight,
+                classes=self.classes_,
+                y=self.classes_[index],
+                sample_weight=sw.astype(np.float64),
+            )
+            weight = np.asarray(per_class, dtype=np.float64)[index]
+        # a class whose samples all weigh 0 gets an infinite 'balanced' weight: its
+        # samples stay at 0 (inf * 0 would be NaN)
+        with np.errstate(invalid="ignore", over="ignore"):
+            out = np.where(sw == 0, 0.0, sw * weight).astype(sw.dtype)
+        if not np.any(out != 0):
+            raise ValueError(
+                "class_weight and sample_weight give every sample weight 0; at least one "
+                "sample must have a non-zero weight"
+            )
+        return out
+
     @announcing("scikit-learn drop-in kernels")
     def fit(self, X, y, sample_weight=None):
         """Fit the model to X and y.
@@ -189,6 +251,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         y : array-like of shape (n_samples,) or (n_samples, n_outputs)
             Class labels (any hashable type), or a label-indicator matrix (multilabel).
         sample_weight : array-like of shape (n_samples,), default=None
+            Multiplied by the class weights when ``class_weight`` is set.
 
         Returns
         -------
@@ -213,6 +276,8 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         -------
         self : MLPClassifier
         """
+        if self.class_weight == "balanced":
+            _check_class_weight(self.class_weight, None, None, incremental=True)  # raises
         if _check_partial_fit_first_call(self, classes):
             self._label_binarizer = LabelBinarizer()
             if type_of_target(y).startswith("multilabel"):
@@ -233,12 +298,11 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         -------
         y : ndarray of shape (n_samples,) or (n_samples, n_classes) (multilabel)
         """
-        check_is_fitted(self)
         return self._predict(X)
 
     def _predict(self, X, check_input=True):
         if check_input:
-            X = self._validate_X_predict(X)
+            X = self._checked_X(X)
         y_pred = self._forward_out(X)
         if self.n_outputs_ == 1:
             y_pred = y_pred.ravel()
@@ -249,7 +313,11 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
 
     @announcing("scikit-learn drop-in kernels")
     def predict_proba(self, X):
-        """Class probabilities, float64, columns in the order of ``classes_``.
+        """Class probabilities, columns in the order of ``classes_``.
+
+        Computed and returned in scikit-learn's dtype: NumPy's promotion of X's dtype with the
+        coefficients' (float32 for a float32 fit on float32 X, float64 otherwise), or in the
+        ``dtype`` given to the constructor.
 
         Parameters
         ----------
@@ -259,8 +327,10 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         -------
         y_prob : ndarray of shape (n_samples, n_classes)
         """
-        check_is_fitted(self)
-        y_pred = self._forward_out(self._validate_X_predict(X)).astype(np.float64)
+        return self._proba(self._checked_X(X))
+
+    def _proba(self, X):
+        y_pred = self._forward_out(X)
         if self.n_outputs_ == 1:
             p = y_pred.ravel()
             return np.vstack([1 - p, p]).T
@@ -270,6 +340,12 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     def predict_log_proba(self, X):
         """Logarithm of :meth:`predict_proba`.
 
+        ``np.log(predict_proba(X))`` as in scikit-learn, except where a probability is below
+        the dtype's smallest normal number (float32: ``exp(-87)``): there scikit-learn's log
+        loses digits and, once the probability underflows to 0, returns ``-inf`` with a
+        divide-by-zero warning; this returns the finite log computed from the output layer's
+        pre-activations (log-softmax, or ``-log(1 + exp(-z))`` for logistic outputs).
+
         Parameters
         ----------
         X : {array-like, sparse matrix} of shape (n_samples, n_features)
@@ -278,10 +354,83 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
         -------
         log_y_prob : ndarray of shape (n_samples, n_classes)
         """
-        y_prob = self.predict_proba(X)
-        return np.log(y_prob, out=y_prob)
+        X = self._checked_X(X)
+        y_prob = self._proba(X)
+        # 0 (log: -inf) or subnormal (log: digits lost): recomputed from the logits
+        lost = y_prob < np.finfo(y_prob.dtype).tiny
+        with np.errstate(divide="ignore"):
+            log_prob = np.log(y_prob, out=y_prob)
+        if lost.any():
+            log_prob[lost] = self._log_proba_from_logits(X)[lost]
+        return log_prob
+
+    def _log_proba_from_logits(self, X):
+        Z = self._forward_out(X, logits=True)
+        if self.out_activation_ == "softmax":
+            Z -= Z.max(axis=1, keepdims=True)
+            Z -= np.log(np.exp(Z).sum(axis=1, keepdims=True))
+            return Z
+        if self.n_outputs_ == 1:
+            z = Z.ravel()
+            return np.vstack([-np.logaddexp(0, z), -np.logaddexp(0, -z)]).T
+        return -np.logaddexp(0, -Z)
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_label = True
         return tags
+
+
+def _check_class_weight(class_weight, classes, y, incremental):
+    """ValueError/TypeError for a class_weight that cannot apply to these classes, raised
+    before the estimator changes."""
+    if class_weight is None:
+        return
+    if class_weight == "balanced":
+        if incremental:
+            raise ValueError(
+                "class_weight 'balanced' is not supported for partial_fit: the class "
+                "frequencies of one batch are not the data's. Compute the weights with "
+                "sklearn.utils.class_weight.compute_class_weight('balanced', classes=classes, "
+                "y=y) on enough of the data and pass them as a dict."
+            )
+        return
+    multilabel = type_of_target(y).startswith("multilabel")
+    if isinstance(class_weight, list):
+        if not multilabel:
+            raise ValueError(
+                "class_weight as a list of dicts is for multilabel targets (one dict per "
+                "label column); for this target pass a dict {class label: weight}"
+            )
+        if len(class_weight) != y.shape[1]:
+            raise ValueError(
+                f"class_weight has {len(class_weight)} dicts for {y.shape[1]} label columns"
+            )
+        dicts, allowed = class_weight, [[0, 1]] * y.shape[1]
+    else:
+        if multilabel:
+            raise ValueError(
+                "class_weight for a multilabel target must be 'balanced' or a list of dicts, "
+                "one per label column with keys 0 and 1"
+            )
+        dicts, allowed = [class_weight], [list(classes)]
+    for d, labels in zip(dicts, allowed, strict=True):
+        if not isinstance(d, dict):
+            raise TypeError(f"class_weight entries must be dicts, got {type(d).__name__}")
+        unknown = [k for k in d if not any(_same_label(k, c) for c in labels)]
+        if unknown:
+            raise ValueError(
+                f"class_weight has keys {unknown} that are not classes; classes are {labels}"
+            )
+        for k, v in d.items():
+            if isinstance(v, bool) or not isinstance(v, numbers.Real):
+                raise TypeError(f"class_weight[{k!r}] must be a real number, got {v!r}")
+            if not np.isfinite(v) or v < 0:
+                raise ValueError(f"class_weight[{k!r}] must be finite and >= 0, got {v}")
+
+
+def _same_label(key, label):
+    try:
+        return key == label or (np.asarray(label).dtype.kind in "iub" and int(key) == label)
+    except (TypeError, ValueError):
+        return False

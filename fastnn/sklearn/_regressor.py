@@ -6,7 +6,7 @@ from sklearn.metrics import r2_score
 from sklearn.utils import column_or_1d
 from sklearn.utils._param_validation import StrOptions
 from sklearn.utils.metaestimators import available_if
-from sklearn.utils.validation import check_is_fitted, validate_data
+from sklearn.utils.validation import validate_data
 
 from .._compile import announcing
 from ._base import BaseMLP
@@ -30,7 +30,9 @@ class MLPRegressor(RegressorMixin, BaseMLP):
     random_state, tol, verbose, warm_start, momentum, nesterovs_momentum, early_stopping,
     validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change, max_fun
         As in scikit-learn.
-    dtype : float32 or float64, default=np.float32
+    dtype : None, float32 or float64, default=None
+        None: scikit-learn's dtype rule (see :class:`MLPClassifier`); given: the compute dtype
+        of fit and predict and the dtype of the fitted arrays and predictions.
     n_threads : int or None, default=None
 
     Attributes
@@ -79,7 +81,7 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         epsilon=1e-8,
         n_iter_no_change=10,
         max_fun=15000,
-        dtype=np.float32,
+        dtype=None,
         n_threads=None,
     ):
         self.loss = loss
@@ -159,7 +161,9 @@ class MLPRegressor(RegressorMixin, BaseMLP):
 
     @announcing("scikit-learn drop-in kernels")
     def predict(self, X):
-        """Predicted values, float64.
+        """Predicted values, in scikit-learn's dtype: NumPy's promotion of X's dtype with the
+        coefficients' (float32 for a float32 fit on float32 X, float64 otherwise), or in the
+        ``dtype`` given to the constructor.
 
         Parameters
         ----------
@@ -169,13 +173,12 @@ class MLPRegressor(RegressorMixin, BaseMLP):
         -------
         y : ndarray of shape (n_samples,) or (n_samples, n_outputs)
         """
-        check_is_fitted(self)
         return self._predict(X)
 
     def _predict(self, X, check_input=True):
         if check_input:
-            X = self._validate_X_predict(X)
-        y_pred = self._forward_out(X).astype(np.float64)
+            X = self._checked_X(X)
+        y_pred = self._forward_out(X)
         if y_pred.shape[1] == 1:
             return y_pred.ravel()
         return y_pred
