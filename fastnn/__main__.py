@@ -159,8 +159,9 @@ def _warmup_parser(sub):
         help="compile fastnn's kernels ahead of time (for Docker images, CI caches, clusters)",
         description="Compile the kernels that fits and predictions use (or load them from the "
         "on-disk cache) now, so that the first fit of a process does not wait for it. By "
-        "default: float32 training and inference and the scikit-learn drop-ins; --all adds "
-        "float64, every layer, loss and optimizer, and the parallel builds.",
+        "default: float32 training and inference, and the scikit-learn drop-ins on float64 "
+        "data; --all adds float64 training, every layer, loss and optimizer, the parallel "
+        "builds and the drop-ins on float32 data.",
     )
     p.add_argument(
         "--all",
@@ -170,10 +171,11 @@ def _warmup_parser(sub):
     return p
 
 
-def _dropin_group():
-    """The scikit-learn drop-ins' kernels: a tiny fit of each solver and each estimator."""
+def _dropin_group(dtype):
+    """The scikit-learn drop-ins' kernels for X of ``dtype`` (they fit in X's dtype, as
+    scikit-learn does): a tiny fit of each solver and each estimator."""
     X, y = load_digits(return_X_y=True)
-    X = X[:200] / 16.0
+    X = (X[:200] / 16.0).astype(dtype)
     y = y[:200]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -197,11 +199,12 @@ def warmup(args):
         print(f"  {name:<42} {seconds:6.1f} s  ({state})", flush=True)
 
     total = fnn.warmup(all=args.all, progress=line)
-    t0, c0 = time.perf_counter(), compile_seconds()
-    with silenced():
-        _dropin_group()
-    line("scikit-learn drop-ins, float64", time.perf_counter() - t0, compile_seconds() - c0)
-    total += time.perf_counter() - t0
+    for dtype in ("float64", "float32") if args.all else ("float64",):
+        t0, c0 = time.perf_counter(), compile_seconds()
+        with silenced():
+            _dropin_group(dtype)
+        line(f"scikit-learn drop-ins, {dtype}", time.perf_counter() - t0, compile_seconds() - c0)
+        total += time.perf_counter() - t0
     print(f"done in {total:.1f} s; later processes load these kernels from the cache", flush=True)
     return 0
 

@@ -46,7 +46,7 @@ try:  # the optional extra: without it this module imports, and export says what
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 except ImportError:  # pragma: no cover - exercised only without the extra
-    onnx = TensorProto = helper = numpy_helper = None
+    onnx = TensorProto = helper = numpy_helper = None  # type: ignore[assignment, misc]
 
 INSTALL_HINT = "pip install 'fastnn[onnx]' (onnx, onnxruntime, skl2onnx)"
 
