@@ -92,6 +92,15 @@ def units_split_for(sizes):
     return max(hidden, default=0) >= UNITS_SPLIT_MIN_WEIGHTS
 
 
+#: Steps of at most this many multiply-adds leave busy cores alone in a fit's first moments
+#: (fastnn._threads.CONTENTION_WINDOW).  Right after a 512x512 NumPy product, one epoch took
+#: (window off -> on, ratio to the same epoch alone, 2 threads, medians of 9, AMD 2-core):
+#: 784-100-10@64 (5e6 per step) 1.39-1.42x -> 1.00-1.07x; 54-256-256-7@512 (4e7)
+#: 1.44-2.03x -> 1.27-1.30x, but alone 1.05x slower (medians of 14, order alternated);
+#: 784-512-512-10@256 (1.7e8) 1.49-1.56x -> 1.70x.  Small steps wait at a barrier hundreds of
+#: times in the spinner's 0.1 s; a large step on one core loses as much as the contention.
+CONTENTION_MAX_WORK = 20_000_000
+
 #: Feature-major networks: every activation and delta stored as (units, rows), so BLAS
 #: multiplies narrow layers with the batch as the long side and the elementwise passes and the
 #: softmax run along the batch (see ``fastnn.kernels.epoch``).  One epoch, 2 threads, float32,
@@ -220,6 +229,9 @@ class FastEpochRunner:
         self.stats = np.zeros(E.N_STATS + 3, np.float64)
         self._chunks = [0, 1]  # a thread count and its chunks per step
         self._started = None  # when run was first called (the contention window's start)
+        self._step_work = min(batch_size, n) * sum(
+            a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True)
+        )
         self.params, self.grads = flat.data, flat.grad
         state = optimizer.state[0]
         if opt_kind == E.OPT_SGD:
@@ -266,8 +278,10 @@ class FastEpochRunner:
             if self._started is None:
                 self._started = now
             use = threads
-            if now - self._started < CONTENTION_WINDOW:
+            if now - self._started < CONTENTION_WINDOW and self._step_work < CONTENTION_MAX_WORK:
                 use = free_threads(threads)
+            # (BLAS stays at one thread even then: OpenBLAS's threaded products round a few
+            # elements differently, and a fit's result must not depend on the moment)
             hold_blas_threads(1)
             if use < threads:
                 numba.set_num_threads(use)

@@ -6,6 +6,7 @@ import numbers
 import os
 import sys
 import threading
+import time
 
 import numba
 from threadpoolctl import ThreadpoolController, threadpool_limits
@@ -182,27 +183,45 @@ CONTENTION_WINDOW = 0.15
 _TASKS = "/proc/self/task"
 
 
-def busy_threads():
-    """How many other threads of this process are running or runnable now (Linux; 0 where
-    /proc is not available)."""
+def _running_threads():
+    """Ids of the other threads of this process that are running or runnable now (Linux;
+    empty where /proc is not available)."""
     try:
         tids = os.listdir(_TASKS)
     except OSError:
-        return 0
+        return set()
     me = str(threading.get_native_id())
-    busy = 0
+    running = set()
     for tid in tids:
         if tid == me:
             continue
-        try:
-            with open(f"{_TASKS}/{tid}/stat", "rb") as f:
-                stat = f.read()
+        try:  # (os.open: no buffered file object, a few hundred bytes allocated per thread)
+            fd = os.open(f"{_TASKS}/{tid}/stat", os.O_RDONLY)
+            try:
+                stat = os.read(fd, 512)
+            finally:
+                os.close(fd)
         except OSError:  # the thread ended meanwhile
             continue
         end = stat.rfind(b")")  # the state follows the command name, which may hold spaces
         if stat[end + 2 : end + 3] == b"R":
-            busy += 1
-    return busy
+            running.add(tid)
+    return running
+
+
+#: a thread counts as busy when it runs in two looks this far apart: numba's own workers spin
+#: for microseconds after a parallel region (OMP_SPIN_COUNT), a BLAS worker for ~0.1 s
+BUSY_CONFIRM_SECONDS = 0.0003
+
+
+def busy_threads():
+    """How many other threads of this process keep running (seen running twice,
+    BUSY_CONFIRM_SECONDS apart; Linux, 0 elsewhere)."""
+    first = _running_threads()
+    if not first:
+        return 0
+    time.sleep(BUSY_CONFIRM_SECONDS)
+    return len(first & _running_threads())
 
 
 def _cores():

@@ -240,13 +240,24 @@ def test_a_busy_process_gets_the_same_fit(monkeypatch, restore_threads):
     monkeypatch.setattr(_fastpath, "chunks_for", lambda *args: 2)
     fnn.set_num_threads(2)
     rng = np.random.default_rng(2)
-    X = rng.standard_normal((600, 20)).astype(np.float32)
-    y = rng.integers(0, 3, 600)
+    # products large enough (256 x 200 x 256) for OpenBLAS to split them across its threads,
+    # which the busy chunks hand it
+    X = rng.standard_normal((1024, 200)).astype(np.float32)
+    y = rng.integers(0, 3, 1024)
 
     def fit():
-        model = fnn.Sequential(fnn.Linear(20, 32, seed=0), fnn.ReLU(), fnn.Linear(32, 3, seed=1))
+        model = fnn.Sequential(fnn.Linear(200, 256, seed=0), fnn.ReLU(), fnn.Linear(256, 3, seed=1))
         opt = fnn.SGD(model.parameters(), lr=0.05, momentum=0.9)
-        model.fit(X, y, loss=fnn.SoftmaxCrossEntropy(), optimizer=opt, epochs=2, seed=0, verbose=0)
+        model.fit(
+            X,
+            y,
+            loss=fnn.SoftmaxCrossEntropy(),
+            optimizer=opt,
+            epochs=2,
+            batch_size=256,
+            seed=0,
+            verbose=0,
+        )
         return [p.data.copy() for p in model.parameters()]
 
     calm = fit()
@@ -257,6 +268,7 @@ def test_a_busy_process_gets_the_same_fit(monkeypatch, restore_threads):
         return 1
 
     monkeypatch.setattr(_fastpath, "CONTENTION_WINDOW", 1e9)  # every chunk looks
+    monkeypatch.setattr(_fastpath, "CONTENTION_MAX_WORK", 1e18)
     monkeypatch.setattr(_fastpath, "free_threads", busy)
     crowded = fit()
     assert seen and all(t == 2 for t in seen)
