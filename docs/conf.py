@@ -35,7 +35,11 @@ root_doc = "index"
 
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
-autodoc_default_options = {"members": True, "show-inheritance": True}
+autodoc_default_options = {
+    "members": True,
+    # the kernel hooks that fuse a Linear with its activation are internal plumbing
+    "exclude-members": "code, alpha, forward_act, backward_masked, min_train_batch",
+}
 napoleon_google_docstring = False
 napoleon_numpy_docstring = True
 napoleon_use_rtype = False
