@@ -85,7 +85,6 @@ SLOW = (
     "tests/test_fastpath.py::test_fast_path_matches_layer_path[[]*-rows-*]",
     "tests/test_fastpath.py::test_fast_path_matches_layer_path[[]*-units-*]",
     "tests/test_memmap.py::test_memmap_fit_memory_stays_far_below_file_size",
-    "tests/test_sklearn.py::test_classifier_tracks_sklearn_exactly*",
     "tests/test_sklearn.py::test_grid_search_and_cross_val_score_in_processes",
     "tests/test_sklearn.py::test_accuracy_parity*",
     "tests/test_threads.py::test_fastnn_num_threads_environment_variable*",
