@@ -21,7 +21,7 @@ from fastnn import kernels
 DOCS = Path(__file__).resolve().parents[1] / "docs"
 API = DOCS / "api"
 DIRECTIVE = re.compile(r"^\.\. auto(?:class|function|exception|data):: (\S+)", re.M)
-MODULES = {"kernels", "callbacks", "datasets"}
+MODULES = {"kernels", "callbacks", "datasets", "distributed"}
 
 
 def documented():
@@ -59,6 +59,7 @@ def test_every_public_name_has_an_api_entry():
     assert not missing, f"no API entry for {missing}"
     assert "fastnn.__version__" in names
     assert {"fastnn.kernels", "fastnn.callbacks", "fastnn.datasets", "fastnn.sklearn"} <= modules
+    assert {"fastnn.distributed", "fastnn.onnx"} <= modules
     for n in fastnn.datasets.__all__:
         assert f"fastnn.datasets.{n}" in names, n
     for n in ("MLPClassifier", "MLPRegressor"):
