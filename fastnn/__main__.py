@@ -1,4 +1,7 @@
-"""Command line: python -m fastnn train (the main job), warmup (compile ahead of time) and bench."""
+"""Command line: python -m fastnn train (the main job), warmup (compile ahead of time) and bench.
+
+Installing fastnn also puts a ``fastnn`` script on the PATH that runs the same ``main``.
+"""
 
 import argparse
 import sys
@@ -17,6 +20,26 @@ from ._compile import cache_folder, compile_seconds, silenced
 from .bench import add_parser as add_bench_parser
 from .bench import run as run_bench
 
+DESCRIPTION = """\
+fastnn: fast multilayer perceptrons on the CPU, from compiled numba kernels.
+The first run compiles the kernels for this CPU (about 30 s); later runs load
+them from the on-disk cache."""
+
+EPILOG = """\
+examples:
+  python -m fastnn train                      train on the bundled 8x8 digits
+  python -m fastnn train --hidden 256 128 --optimizer adam --epochs 10
+  python -m fastnn warmup                     compile the kernels ahead of time
+  python -m fastnn bench --shapes 784-100-10@64
+  python -m fastnn COMMAND --help             the options of one command
+
+The installed "fastnn" command is the same as "python -m fastnn"."""
+
+
+def _article(word):
+    """'a' or 'an' before ``word`` (by its first letter, which suits 'int' and 'float')."""
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
 
 def _positive(kind):
     """argparse type: a number of ``kind`` (int or float) that is > 0."""
@@ -25,7 +48,9 @@ def _positive(kind):
         try:
             value = kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a {kind.__name__}, got {text!r}") from None
+            raise argparse.ArgumentTypeError(
+                f"expected {_article(kind.__name__)} {kind.__name__}, got {text!r}"
+            ) from None
         if not value > 0:
             raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
         return value
@@ -81,7 +106,9 @@ def _train_parser(sub):
         choices=["float32", "float64"],
         help="floating-point type of the model (default: float32)",
     )
-    p.add_argument("--seed", type=int, default=0, help="seed for the split, weights and shuffling")
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed for the split, weights and shuffling (default: 0)"
+    )
     p.add_argument(
         "--threads",
         type=_positive(int),
@@ -210,7 +237,12 @@ def warmup(args):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m fastnn", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="python -m fastnn",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     _train_parser(sub)
     _warmup_parser(sub)

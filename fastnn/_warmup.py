@@ -154,6 +154,8 @@ def warmup(
         Called as ``progress(name, seconds, compiled_seconds)`` after each group (the CLI prints
         a line from it).
 
+    Notes
+    -----
     The first call on a machine compiles; later processes load the cached machine code.
     The fits inside print no ``fastnn: compiling ...`` notice: ``progress`` reports instead.
     """

@@ -407,17 +407,22 @@ def set_threads(threads):
     fnn.set_num_threads(threads)
 
 
+TORCH_MISSING = "torch not installed (pip install torch to add it)"
+
+
+def torch_installed():
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def available_peers(wanted):
-    peers = []
-    for name in wanted:
-        if name == "torch":
-            try:
-                import torch  # noqa: F401
-            except ImportError:
-                print("torch is not installed: its column is left out", file=sys.stderr)
-                continue
-        peers.append(name)
-    return peers
+    """The contenders of ``wanted`` that can run here, in ``PEERS`` order (torch only when it
+    is installed)."""
+    have_torch = torch_installed()
+    return [p for p in PEERS if p in wanted and (p != "torch" or have_torch)]
 
 
 def _fmt_time(seconds):
@@ -526,13 +531,15 @@ def bench_predict(args, peers, force):
         cells = [shape_name(sizes), str(args.predict_rows), _fmt_time(med["fastnn"]).strip()]
         if "torch" in med:
             cells += [_fmt_time(med["torch"]).strip(), f"{med['torch'] / med['fastnn']:.2f}x"]
-        else:
-            cells += ["-", "-"]
         lines.append(cells)
     if lines:
         print(f"\npredict ({args.activation}): median of {args.repeats}, {args.threads} threads")
-        head = ["network", "rows", "fastnn", "torch", "fastnn speed-up"]
+        head = ["network", "rows", "fastnn"]
+        if "torch" in peers:
+            head += ["torch", "fastnn speed-up"]
         _print_table(head, lines, args.markdown)
+        if "torch" not in peers and "torch" in args.peers:
+            print(f"(no torch column: {TORCH_MISSING})")
 
 
 # -- fit in a busy process -------------------------------------------------------------------
@@ -760,10 +767,10 @@ def add_parser(subparsers):
     p = subparsers.add_parser(
         "bench",
         help="time one training epoch of fastnn against NumPy, PyTorch and scikit-learn",
-        description=__doc__.split("\n\n")[0]
-        + " Each shape is LAYERS@BATCH, e.g. 784-100-10@64; the table gives the median epoch "
-        "time, its ratio to the floor (the matrix products alone) and fastnn's speed-up over "
-        "each peer.",
+        description="Time one training epoch of fastnn against its peers (NumPy, PyTorch when "
+        "installed, scikit-learn and the floor: the matrix products alone), interleaved. Each "
+        "shape is LAYERS@BATCH, e.g. 784-100-10@64; the table gives the median epoch time, its "
+        "ratio to the floor and fastnn's speed-up over each peer.",
     )
     p.add_argument(
         "--shapes",
@@ -776,7 +783,12 @@ def add_parser(subparsers):
     p.add_argument(
         "--batch-size", type=int, default=64, help="batch for shapes without @ (default: 64)"
     )
-    p.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    p.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "float64"],
+        help="floating-point type of data and models (default: float32)",
+    )
     p.add_argument(
         "--activation",
         default="relu",
@@ -884,7 +896,7 @@ def _machine_line(threads):
 
         parts.append(f"torch {torch.__version__}")
     except ImportError:
-        pass
+        parts.append("torch not installed")
     import sklearn
 
     parts.append(f"scikit-learn {sklearn.__version__}")
@@ -920,8 +932,9 @@ def run(args):
             return 2
         run_latency(args.latency_shapes, args.latency_calls, markdown=args.markdown)
         return 0
-    wanted = available_peers(args.peers)
-    peers = [p for p in PEERS if p in wanted]
+    peers = available_peers(args.peers)
+    if "torch" in args.peers and "torch" not in peers:
+        print(f"{TORCH_MISSING}: the torch columns are left out", file=sys.stderr)
     set_threads(args.threads)
     print(_machine_line(args.threads))
     if args.mixed:
@@ -930,6 +943,8 @@ def run(args):
     if not args.predict:
         rows = bench_training(args, peers)
         print_summary(rows, peers, args.markdown, args.activation)
+        if "torch" in args.peers and "torch" not in peers:
+            print(f"(no torch column: {TORCH_MISSING})")
     if not args.no_predict and "fastnn" in peers:
         bench_predict(args, peers, force=args.predict)
     if not args.no_startup and not args.predict:

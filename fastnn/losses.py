@@ -22,6 +22,20 @@ from .layers._base import BufferCache
 
 
 class Loss:
+    """Base class of the losses: the mean over a batch, and its gradient.
+
+    ``forward(output, target, sample_weight=None)`` checks its arguments (shapes, dtypes, NaN,
+    target values), computes the loss in one kernel call and returns it as a Python float;
+    the same call writes the gradient of that mean with respect to ``output`` into a buffer the
+    loss owns, which ``backward()`` returns (overwritten by the next ``forward``).
+
+    A loss of your own subclasses ``Loss`` and implements ``_forward(output, target,
+    sample_weight)`` on checked arrays: fill ``self._grad_buffer(output)`` with the gradient
+    and return the loss value.  Override ``check_target_values`` to reject targets the loss
+    cannot take, ``get_config`` to make it saveable, and set ``classification = True`` when the
+    targets are class labels (``fit`` then reports accuracy).
+    """
+
     #: True when targets are class labels (enables accuracy in fit)
     classification = False
 
@@ -54,6 +68,7 @@ class Loss:
         raise NotImplementedError
 
     def backward(self):
+        """The gradient of the last ``forward``'s mean loss with respect to its ``output``."""
         if self._grad is None:
             raise RuntimeError(f"{type(self).__name__}.backward called before forward")
         return self._grad
@@ -187,7 +202,8 @@ class _ClassificationLoss(Loss):
 class SoftmaxCrossEntropy(_ClassificationLoss):
     """Softmax + cross-entropy on logits, fused: stable for any logits, gradient (P - T) / n.
 
-    Targets are integer labels (n,) or rows of class probabilities (n, k), e.g. one-hot.
+    Targets are integer labels (n,) or rows of class probabilities (n, k), e.g. one-hot;
+    ``forward(Z, target, sample_weight=None)`` takes Z (n, k) logits.
 
     Parameters
     ----------
@@ -201,8 +217,6 @@ class SoftmaxCrossEntropy(_ClassificationLoss):
         eps: the target becomes (1 - eps) * onehot + eps / k (torch's definition).  With class
         weights and labels, the smoothing term is sum_j w[j] (-log P_ij) * eps / k, under the
         same normaliser sum_i w[y_i] (torch).
-
-    ``forward(Z, target, sample_weight=None)``: Z (n, k) logits.
     """
 
     def __init__(self, weight: ArrayLike | None = None, label_smoothing: float = 0.0) -> None:
@@ -291,8 +305,8 @@ class MSELoss(Loss):
 class HuberLoss(Loss):
     """Huber loss (torch.nn.HuberLoss): quadratic for small errors, linear for large ones.
 
-    Per element, with d = output - target: 0.5 d^2 if |d| < delta, else delta (|d| - delta/2);
-    the loss is the mean over all elements (n * k).
+    Per element, with ``d = output - target``: ``0.5 d^2`` if ``|d| < delta``, else
+    ``delta (|d| - delta/2)``; the loss is the mean over all elements (n * k).
 
     Parameters
     ----------
@@ -318,7 +332,7 @@ class BCEWithLogits(Loss):
     Binary: output (n, 1) with targets (n,) or (n, 1).  Multi-label: output (n, k) with
     targets (n, k).  Targets are 0/1 labels or probabilities in [0, 1].  Per element
     l = -[pw t log sigmoid(z) + (1 - t) log(1 - sigmoid(z))], computed as
-    pw t softplus(-z) + (1 - t) softplus(z) with softplus(z) = max(z, 0) + log1p(exp(-|z|)),
+    pw t softplus(-z) + (1 - t) softplus(z) with ``softplus(z) = max(z, 0) + log1p(exp(-|z|))``,
     finite for logits of any size; the loss is the mean over all elements.
 
     Parameters

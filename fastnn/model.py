@@ -311,6 +311,8 @@ class Sequential(Layer):
             are reduced (``History`` is the same everywhere); ModelCheckpoint, CSVLogger and
             the printed lines act on rank 0 only.  Without a launcher it is a plain fit.
 
+        Notes
+        -----
         Ctrl-C during fit stops after the current step (a whole step: no half-applied update)
         and returns the History so far with ``history.interrupted = True``; a second Ctrl-C
         stops at once, rolling the parameters back to the start of the epoch.

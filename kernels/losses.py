@@ -277,9 +277,9 @@ def _mse_weighted(Y, T, sw, dY):
 
 
 def _huber(Y, T, delta, sw, dY):
-    """Huber loss (torch.nn.HuberLoss): per element 0.5 d^2 when |d| < delta, else
-    delta (|d| - 0.5 delta), with d = Y - T; the mean over elements, or the sample-weighted
-    mean of the per-sample means when sw has length n.
+    """Huber loss (torch.nn.HuberLoss): per element ``0.5 d^2`` when ``|d| < delta``, else
+    ``delta (|d| - 0.5 delta)``, with ``d = Y - T``; the mean over elements, or the
+    sample-weighted mean of the per-sample means when sw has length n.
 
     Y, T, dY (n, k); ``delta`` > 0.  dY = clip(d, -delta, delta) * weight.  dY may be Y.
     """
@@ -313,7 +313,7 @@ def _bce_with_logits(Z, T, pos_weight, sw, dZ):
 
     Z, T, dZ (n, k): logits and targets in [0, 1] (0/1 labels or probabilities); pos_weight
     (k,) multiplies the positive term (ones for none); sw (n,) or (0,).  Per element, with
-    softplus(z) = max(z, 0) + log1p(exp(-|z|)) (never overflows):
+    ``softplus(z) = max(z, 0) + log1p(exp(-|z|))`` (never overflows):
     l = pw t softplus(-z) + (1 - t) softplus(z), which is softplus(z) - z t when pw = 1.
     The loss is the mean over elements (sample-weighted mean of per-row means with sw), and
     dZ = (sigmoid(z) (pw t + 1 - t) - pw t) * weight.  dZ may be Z.

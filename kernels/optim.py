@@ -41,7 +41,8 @@ def _sgd_update(
 
 def _adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, step, grad_scale=1.0):
     """Adam (decoupled=False: L2 weight decay added to the gradient) or AdamW (decoupled=True:
-    p *= 1 - lr*wd before the step), with torch.optim's bias corrections; ``step`` counts from 1.
+    ``p *= 1 - lr * wd`` before the step), with torch.optim's bias corrections; ``step`` counts
+    from 1.
     ``grad_scale`` multiplies g first (gradient clipping by global norm)."""
     n = p.shape[0]
     t = p.dtype.type

@@ -80,3 +80,117 @@ def test_warmup_reports_each_group(capsys):
     second = capsys.readouterr().out
     assert second.count("(cached)") == 2, second
     assert "done in" in second
+
+
+# -- help text: plain text, every option's default, the console script -------------------------
+HELP_COMMANDS = [
+    ["fastnn", "--help"],
+    ["fastnn", "train", "--help"],
+    ["fastnn", "bench", "--help"],
+    ["fastnn", "warmup", "--help"],
+    ["fastnn.sklearn", "--help"],
+]
+OPTION = re.compile(
+    r"^  (--[a-z-]+)(?: ([A-Z_]+|\{[^}]*\}|N \[N \.\.\.\]|SHAPE \[SHAPE \.\.\.\]))?"
+)
+
+
+def _help(argv):
+    result = subprocess.run(
+        [sys.executable, "-m", *argv], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def _options_with_values(text):
+    """{option: its help text} for the options that take a value (flags have no default)."""
+    entries, current = {}, None
+    for line in text.splitlines():
+        m = OPTION.match(line)
+        if m:
+            current = m.group(1) if m.group(2) else None
+            if current:
+                entries[current] = line[m.end() :]
+        elif current and line.startswith("      "):
+            entries[current] += " " + line.strip()
+        else:
+            current = None
+    return entries
+
+
+@pytest.mark.parametrize("argv", HELP_COMMANDS, ids=lambda a: " ".join(a))
+def test_help_is_plain_text_with_defaults(argv):
+    text = _help(argv)
+    assert "``" not in text and ":func:" not in text and ":class:" not in text, text
+    for option, help_text in _options_with_values(text).items():
+        assert "default" in " ".join(help_text.split()), f"{option} shows no default: {text}"
+
+
+def test_help_option_parser_finds_options():
+    """The parser of the help text above must see options, or the defaults test proves nothing."""
+    text = "options:\n  --epochs EPOCHS       training epochs\n  --quiet    a flag\n"
+    assert _options_with_values(text) == {"--epochs": "       training epochs"}
+    assert _options_with_values(_help(["fastnn", "train", "--help"])).keys() >= {
+        "--epochs", "--hidden", "--seed", "--lr", "--activation"
+    }  # fmt: skip
+
+
+def test_top_help_names_the_console_script_and_the_compile():
+    text = _help(["fastnn", "--help"])
+    assert '"fastnn" command' in text
+    assert "compiles" in text and "train" in text and "bench" in text
+
+
+def test_console_script_is_declared():
+    import tomllib
+    from pathlib import Path
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert pyproject["project"]["scripts"]["fastnn"] == "fastnn.__main__:main"
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["train", "--epochs", "x"], "argument --epochs: expected an int, got 'x'"),
+        (["train", "--lr", "x"], "argument --lr: expected a float, got 'x'"),
+    ],
+)
+def test_type_errors_read_well(argv, message, capsys):
+    with pytest.raises(SystemExit):
+        main(argv)
+    assert message in capsys.readouterr().err
+
+
+def test_one_epoch_is_singular(capsys):
+    assert main(["train", "--epochs", "1", "--quiet", "--hidden", "8"]) == 0
+    out = capsys.readouterr().out
+    assert re.search(r" for 1 epoch\b", out) and "1 epochs" not in out, out
+
+
+def test_sklearn_cli_rejects_bad_counts(capsys):
+    from fastnn.sklearn.__main__ import main as sklearn_main
+
+    with pytest.raises(SystemExit):
+        sklearn_main(["--repeats", "0"])
+    assert "argument --repeats: must be > 0" in capsys.readouterr().err
+
+
+def test_bench_without_torch_says_so(monkeypatch, capsys):
+    """No empty torch columns: the tables leave torch out and a line says it is not installed."""
+    import fastnn.bench
+
+    monkeypatch.setattr(fastnn.bench, "torch_installed", lambda: False)
+    rc = main(
+        ["bench", "--shapes", "6-5-3@8", "--samples", "16", "--repeats", "1", "--pause", "0",
+         "--predict-rows", "20", "--no-startup"]
+    )  # fmt: skip
+    captured = capsys.readouterr()
+    assert rc == 0
+    assert "torch not installed" in captured.out and "torch not installed" in captured.err
+    assert captured.err.count("torch not installed") == 1
+    predict = captured.out.split("predict (relu)")[1]
+    assert "fastnn speed-up" not in predict and " - " not in predict and " -\n" not in predict
+    summary = captured.out.split("summary (relu)")[1].split("predict")[0]
+    assert "torch /" not in summary and "vs torch" not in summary

@@ -10,8 +10,6 @@ from ..parameter import Parameter
 
 
 class Layer:
-    _buffers: "BufferCache"
-
     """A step of a model with ``forward`` and ``backward``.
 
     ``forward(X)`` keeps what ``backward`` needs; ``backward(dout)`` returns the gradient with
@@ -19,6 +17,8 @@ class Layer:
     written into buffers the layer owns, allocated once per batch shape and reused, so the
     array returned by ``forward``/``backward`` is overwritten by the next call.
     """
+
+    _buffers: "BufferCache"
 
     #: kernel code when the layer is an elementwise activation that a dense kernel can fuse
     code = None

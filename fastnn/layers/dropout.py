@@ -30,6 +30,8 @@ class Dropout(Layer):
     seed : int >= 0 or None
         Makes the masks reproducible; None draws a seed from the operating system.
 
+    Notes
+    -----
     Shapes: X (n, m) -> (n, m).
     """
 

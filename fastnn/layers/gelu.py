@@ -22,6 +22,8 @@ class GELU(Layer):
         "none" (default) uses erf exactly; "tanh" uses
         0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), as ``torch.nn.GELU``.
 
+    Notes
+    -----
     Its derivative needs the input, so the layer keeps X and is not fused into a dense stage.
     Shapes: X (n, m) -> (n, m).
     """

@@ -76,6 +76,8 @@ class BatchNorm1d(_Norm):
     dtype : float32 or float64
         Of the parameters and running statistics; must match the model's.
 
+    Notes
+    -----
     Shapes: X (n, m) -> (n, m); training needs n >= 2 (a variance of one sample is undefined).
     State (``state_arrays``): running_mean (m,), running_var (m,), num_batches_tracked ().
     """
@@ -212,6 +214,8 @@ class LayerNorm(_Norm):
         Learn ``weight`` (gamma, init 1) and ``bias`` (beta, init 0), each of shape (m,).
     dtype : float32 or float64
 
+    Notes
+    -----
     Shapes: X (n, m) -> (n, m).
     """
 

@@ -90,7 +90,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     ----------
     classes_ : ndarray of shape (n_classes,)
     loss_, best_loss_ : float
-    loss_curve_ : list of shape (n_iter_,)
+    loss_curve_ : list of length ``n_iter_``
     validation_scores_ : list or None
     best_validation_score_ : float or None
     t_ : int
@@ -98,7 +98,7 @@ class MLPClassifier(ClassifierMixin, BaseMLP):
     coefs_ : list of ndarray, shapes (n_in, n_out) per layer
     intercepts_ : list of ndarray, shapes (n_out,) per layer
     n_features_in_ : int
-    feature_names_in_ : ndarray of shape (n_features_in_,)
+    feature_names_in_ : ndarray of length ``n_features_in_``
     n_iter_, n_layers_, n_outputs_ : int
     out_activation_ : str
 

@@ -26,10 +26,11 @@ class MLPRegressor(RegressorMixin, BaseMLP):
     loss : {'squared_error', 'poisson'}, default='squared_error'
     hidden_layer_sizes : array-like of shape (n_layers - 2,), default=(100,)
     activation : {'identity', 'logistic', 'tanh', 'relu'}, default='relu'
-    solver, alpha, batch_size, learning_rate, learning_rate_init, power_t, max_iter, shuffle,
-    random_state, tol, verbose, warm_start, momentum, nesterovs_momentum, early_stopping,
-    validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change, max_fun
-        As in scikit-learn.
+    solver : see MLPClassifier
+        And likewise alpha, batch_size, learning_rate, learning_rate_init, power_t, max_iter,
+        shuffle, random_state, tol, verbose, warm_start, momentum, nesterovs_momentum,
+        early_stopping, validation_fraction, beta_1, beta_2, epsilon, n_iter_no_change and
+        max_fun: as in scikit-learn, documented with :class:`fastnn.sklearn.MLPClassifier`.
     dtype : None, float32 or float64, default=None
         None: scikit-learn's dtype rule (see :class:`MLPClassifier`); given: the compute dtype
         of fit and predict and the dtype of the fitted arrays and predictions.
