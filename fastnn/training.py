@@ -722,7 +722,9 @@ def _fit(
     sample_weight,
     dist,
 ):
-    """``fit``; ``dist`` is the World of a distributed fit on several ranks, else None."""
+    """``fit``, as three steps: validate every argument (nothing changes before that), plan
+    the run (the runner, the shuffling, what is checked when), run the epochs.  ``dist`` is
+    the World of a distributed fit on several ranks, else None."""
     try:
         checked = _check_all(
             model, X, y, loss, optimizer, epochs, batch_size, seed, validation_data,
@@ -742,9 +744,29 @@ def _fit(
         )  # fmt: skip
         if not dist.root:
             verbose = 0
+    plan = _plan(model, X, y, labels, loss, optimizer, batch_size, sample_weight, X_checked,
+                 initial_epoch, epochs, dist)  # fmt: skip
+    return _run(plan, model, loss, optimizer, cbs, val, epochs, initial_epoch, shuffle, base_seed,
+                verbose, dist)  # fmt: skip
+
+
+class _Plan:
+    """What ``_plan`` decided for a fit: the runner, the sample order it permutes, whether the
+    first epoch checks X's rows as it gathers them, and the snapshot divergence restores."""
+
+    def __init__(self, X, labels, batch_size, runner, order, check_in_epoch, grads_before,
+                 snapshot):  # fmt: skip
+        self.X, self.labels, self.batch_size = X, labels, batch_size
+        self.runner, self.order = runner, order
+        self.check_in_epoch, self.grads_before = check_in_epoch, grads_before
+        self.snapshot = snapshot
+
+
+def _plan(model, X, y, labels, loss, optimizer, batch_size, sample_weight, X_checked,
+          initial_epoch, epochs, dist):  # fmt: skip
+    """The runner (compiled fast path, layer by layer, or distributed) and how X is checked."""
     n = X.shape[0]
     order = np.arange(n, dtype=np.int64)
-    history = History()
     # X may be a memory map of another dtype than the model's: runners gather and convert rows
     # per batch, so the file is never loaded whole.
     if dist is None:
@@ -755,7 +777,6 @@ def _fit(
             runner = DistributedRunner(
                 model, X, y, labels, loss, optimizer, batch_size, sample_weight, dist
             )
-    agreed = np.zeros(3, np.float64)  # a distributed fit's per-chunk and per-epoch decisions
     # A separate pass over X for NaN and inf is memory-bound: 12-18 ms for 142 MB, 6-8% of a
     # 784-100-10@64 epoch.  The fast path instead checks each row as its first epoch gathers
     # it, and stops before the first batch holding a bad value; fit then restores everything
@@ -775,6 +796,24 @@ def _fit(
         runner.check_inputs = True
         grads_before = model._flat.grad.copy()
     snapshot = _Snapshot(model, optimizer)
+    return _Plan(X, labels, batch_size, runner, order, check_in_epoch, grads_before, snapshot)
+
+
+def _run(plan, model, loss, optimizer, cbs, val, epochs, initial_epoch, shuffle, base_seed,
+         verbose, dist):  # fmt: skip
+    """The epochs of a planned fit: chunks of batches through the runner, divergence and
+    Ctrl-C handling, metrics, callbacks and the epoch lines.  Returns the History."""
+    X, labels, batch_size, runner, order = (
+        plan.X,
+        plan.labels,
+        plan.batch_size,
+        plan.runner,
+        plan.order,
+    )
+    check_in_epoch, grads_before, snapshot = plan.check_in_epoch, plan.grads_before, plan.snapshot
+    n = X.shape[0]
+    history = History()
+    agreed = np.zeros(3, np.float64)  # a distributed fit's per-chunk and per-epoch decisions
     show_bar = verbose == 1 and isatty(sys.stdout)
     model.stop_training = False
     logs = {}
