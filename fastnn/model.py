@@ -6,17 +6,23 @@ previous stage's activation is applied in the pass that writes ``dZ @ W.T``.  Ot
 through their own ``forward``/``backward``.  All parameters live in one flat buffer.
 """
 
+from collections.abc import Sequence
+
 import numpy as np
 from numpy.typing import ArrayLike
 
 from fastnn import kernels as K
 
+from ._callback import Callback
 from ._compile import announcing
 from ._threads import pick, worker_budget
 from ._validation import check_finite, check_positive_int, check_X
 from .layers import Layer, Linear
 from .layers._base import BufferCache
+from .losses import Loss
+from .optim import Optimizer
 from .parameter import FlatParameters, Parameter
+from .training import History
 from .training import fit as _fit
 
 #: most rows Sequential.predict runs through its small-input path (online inference, where the
@@ -244,23 +250,23 @@ class Sequential(Layer):
     # -- training ----------------------------------------------------------------------------
     def fit(
         self,
-        X,
-        y,
+        X: ArrayLike,
+        y: ArrayLike,
         *,
-        loss,
-        optimizer,
-        epochs=1,
-        batch_size=32,
-        shuffle=True,
-        seed=None,
-        validation_data=None,
-        validation_split=0.0,
-        callbacks=None,
-        initial_epoch=0,
-        verbose=1,
-        sample_weight=None,
-        distributed=None,
-    ):
+        loss: Loss,
+        optimizer: Optimizer,
+        epochs: int = 1,
+        batch_size: int = 32,
+        shuffle: bool = True,
+        seed: int | None = None,
+        validation_data: tuple[ArrayLike, ArrayLike] | None = None,
+        validation_split: float = 0.0,
+        callbacks: Sequence[Callback] | Callback | None = None,
+        initial_epoch: int = 0,
+        verbose: int = 1,
+        sample_weight: ArrayLike | None = None,
+        distributed: str | None = None,
+    ) -> History:
         """Train with mini-batches; returns a :class:`~fastnn.History`.
 
         Parameters
