@@ -80,7 +80,8 @@ class History:
 
     def __repr__(self):
         keys = ", ".join(self.history)
-        return f"History({len(self.epoch)} epochs: {keys})"
+        n = len(self.epoch)
+        return f"History({n} epoch{'' if n == 1 else 's'}: {keys})"
 
 
 def _check_fit_args(model, X, y, loss, optimizer, epochs, batch_size, finite_X=True, part=None):
