@@ -22,6 +22,7 @@ import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
 import fastnn as fnn
+from fastnn.sklearn import MLPClassifier
 
 
 def parse_args():
@@ -73,8 +74,6 @@ def main():
     print(f"fastnn Sequential test accuracy: {accuracy:.3f}")
 
     # The same network as a scikit-learn estimator: fit / predict / score, sklearn's names.
-    from fastnn.sklearn import MLPClassifier
-
     clf = MLPClassifier(
         hidden_layer_sizes=(6, 8, 10),
         activation="relu",
