@@ -125,11 +125,6 @@ def _controls():
     return controls
 
 
-def blas_libraries():
-    """How many BLAS libraries ``hold_blas_threads`` sets."""
-    return len(_controls())
-
-
 # BLAS thread counts are process-wide, so calls that change them from several Python threads
 # at once must agree: the first call to hold them saves the user's counts, every call sets the
 # count it needs, and the last to let go restores the saved counts (a second fit that saved
@@ -271,8 +266,7 @@ def worker_threads():
         return int(omp)
     state = getattr(worker, "state", worker)
     tasks = getattr(state, "nthreads", None) or getattr(worker, "nthreads", 1) or 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return max(1, (cores or 1) // tasks)
+    return max(1, _cores() // tasks)
 
 
 @contextlib.contextmanager

@@ -36,6 +36,7 @@ import numpy as np
 import fastnn as fnn
 from fastnn import distributed
 
+from ._table import print_table
 from .bench_latency import DEFAULT_CALLS as LATENCY_CALLS
 from .bench_latency import DEFAULT_SHAPES as LATENCY_SHAPES
 from .bench_latency import run_latency
@@ -369,15 +370,17 @@ FACTORIES = {
 
 
 # -- timing ------------------------------------------------------------------------------------
-def interleaved(runs, repeats, warmup=1, pause=PAUSE_SECONDS):
+def interleaved(runs, repeats, warmup=1, pause=PAUSE_SECONDS, before=None):
     """Median seconds of each callable in ``runs`` (a dict), timed in interleaved rounds.
 
     Each callable runs ``warmup`` untimed times first (compilation, caches, thread pools).
     The garbage collector is off while a call is timed, and each call starts ``pause`` seconds
     after the previous one ended: idle BLAS and OpenMP worker threads keep spinning for up to
     ~0.1 s after their last task (OpenBLAS's default THREAD_TIMEOUT is 2^28 cycles), and
-    would otherwise take a core from whichever library runs next.
+    would otherwise take a core from whichever library runs next.  ``before`` (a dict, keys
+    among those of ``runs``) names untimed work to run right before a call, after the pause.
     """
+    before = before or {}
     for fn in runs.values():
         for _ in range(warmup):
             fn()
@@ -386,6 +389,8 @@ def interleaved(runs, repeats, warmup=1, pause=PAUSE_SECONDS):
         for name, fn in runs.items():
             gc.collect()
             time.sleep(pause)
+            if name in before:
+                before[name]()
             gc.disable()
             try:
                 t0 = time.perf_counter()
@@ -482,20 +487,7 @@ def print_summary(rows, peers, markdown, activation="relu"):
         f"\nsummary ({activation}): epoch time / floor, and fastnn's speed-up over each peer "
         "(vs ...)"
     )
-    _print_table(head, lines, markdown)
-
-
-def _print_table(head, lines, markdown):
-    widths = [max(len(h), *(len(r[i]) for r in lines)) for i, h in enumerate(head)]
-    if markdown:
-        print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |")
-        print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-        for r in lines:
-            print("| " + " | ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) + " |")
-    else:
-        print("  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True)))
-        for r in lines:
-            print("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)))
+    print_table(head, lines, markdown)
 
 
 # -- inference ---------------------------------------------------------------------------------
@@ -537,7 +529,7 @@ def bench_predict(args, peers, force):
         head = ["network", "rows", "fastnn"]
         if "torch" in peers:
             head += ["torch", "fastnn speed-up"]
-        _print_table(head, lines, args.markdown)
+        print_table(head, lines, args.markdown)
         if "torch" not in peers and "torch" in args.peers:
             print(f"(no torch column: {TORCH_MISSING})")
 
@@ -565,27 +557,6 @@ def _preceding_work(peers, dtype):
     return work
 
 
-def _after_work(call, work, repeats, pause):
-    """Median seconds of ``call`` alone (after ``pause``) and right after each of ``work``
-    (which runs untimed after the pause, then ``call`` at once), in interleaved rounds."""
-    call()
-    times = {"alone": [], **{name: [] for name in work}}
-    for _ in range(repeats):
-        for name in times:
-            gc.collect()
-            time.sleep(pause)
-            if name != "alone":
-                work[name]()
-            gc.disable()
-            try:
-                t0 = time.perf_counter()
-                call()
-                times[name].append(time.perf_counter() - t0)
-            finally:
-                gc.enable()
-    return {name: statistics.median(ts) for name, ts in times.items()}
-
-
 def bench_mixed(args, peers):
     """fastnn's epoch and predict right after other libraries' work (no pause), against the
     same call after a pause: the ratio users meet in scripts and notebooks."""
@@ -599,7 +570,9 @@ def bench_mixed(args, peers):
         model = fastnn_mlp(sizes, args.dtype, args.activation)
         Xp = X[: min(len(X), 4096)]
         for what, call in (("fit", epoch), ("predict", lambda m=model, Xp=Xp: m.predict(Xp))):
-            med = _after_work(call, work, args.repeats, args.pause)
+            # the call alone (after the pause), and right after each piece of work
+            runs = {"alone": call, **{name: call for name in work}}
+            med, _ = interleaved(runs, args.repeats, pause=args.pause, before=work)
             cells = [shape_name(sizes, batch), what, _fmt_time(med["alone"]).strip()]
             cells += [f"{med[name] / med['alone']:.2f}x" for name in work]
             lines.append(cells)
@@ -607,7 +580,7 @@ def bench_mixed(args, peers):
         f"\nfastnn right after other work, no pause, against alone (after a {args.pause} s "
         f"pause): median of {args.repeats}, {args.threads} threads"
     )
-    _print_table(["network", "call", "alone", *work], lines, args.markdown)
+    print_table(["network", "call", "alone", *work], lines, args.markdown)
 
 
 # -- start-up ----------------------------------------------------------------------------------

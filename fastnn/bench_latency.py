@@ -25,6 +25,7 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier as SkClassifier
 
 from . import onnx as fonnx
+from ._table import print_table
 from ._threads import set_num_threads
 from .layers import Linear, ReLU
 from .model import Sequential
@@ -160,14 +161,5 @@ def run_latency(shapes=DEFAULT_SHAPES, calls=DEFAULT_CALLS, batches=BATCHES, mar
     head = ("network", "rows", "contender", "p50 (us)", "p99 (us)")
     print(f"\nlatency: float32, one thread, {calls} calls per contender and batch")
     lines = [(s, str(b), n, f"{p50:.1f}", f"{p99:.1f}") for s, b, n, p50, p99 in rows]
-    widths = [max(len(h), *(len(r[i]) for r in lines)) for i, h in enumerate(head)]
-    if markdown:
-        print("| " + " | ".join(h.ljust(w) for h, w in zip(head, widths, strict=True)) + " |")
-        print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-        for r in lines:
-            print("| " + " | ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)) + " |")
-    else:
-        print("  ".join(h.rjust(w) for h, w in zip(head, widths, strict=True)))
-        for r in lines:
-            print("  ".join(c.rjust(w) for c, w in zip(r, widths, strict=True)))
+    print_table(head, lines, markdown)
     return rows

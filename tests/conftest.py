@@ -1,9 +1,12 @@
 """Shared fixtures: the two float dtypes, the serial and parallel kernel builds, tolerances."""
 
+import contextlib
 import fnmatch
+import warnings
 
 import numpy as np
 import pytest
+from sklearn.exceptions import ConvergenceWarning
 
 from fastnn import kernels as K
 
@@ -20,6 +23,14 @@ TOLERANCES = {
     np.dtype(np.float32): {"rtol": 1e-4, "atol": 1e-5},
     np.dtype(np.float64): {"rtol": 1e-10, "atol": 1e-12},
 }
+
+
+@contextlib.contextmanager
+def quiet():
+    """Silence scikit-learn's ConvergenceWarning (short fits in tests)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        yield
 
 
 def tol(dtype):

@@ -7,12 +7,12 @@ data, scikit-learn's dtype rule; tests/test_sklearn_dtypes.py checks that rule).
 ``dtype=np.float32`` on float64 data the accuracy parity is checked averaged over seeds.
 """
 
-import contextlib
 import pickle
 import warnings
 
 import numpy as np
 import pytest
+from conftest import quiet
 from sklearn.base import clone
 from sklearn.datasets import load_digits, load_iris, make_regression
 from sklearn.exceptions import ConvergenceWarning
@@ -24,13 +24,6 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from fastnn.sklearn import MLPClassifier, MLPRegressor
-
-
-@contextlib.contextmanager
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +67,7 @@ EXACT = [
 def test_classifier_tracks_sklearn_exactly(params, iris):
     X, y = iris
     kw = dict(hidden_layer_sizes=(9, 5), max_iter=15, random_state=3, **params)
-    with _quiet():
+    with quiet():
         theirs = SkClassifier(**kw).fit(X, y)
         ours = MLPClassifier(dtype=np.float64, **kw).fit(X, y)
     assert_same_fit(ours, theirs)
@@ -94,7 +87,7 @@ def test_binary_multilabel_and_weights_track_sklearn(solver, iris):
     kw = dict(hidden_layer_sizes=(6,), max_iter=10, random_state=0, solver=solver)
     Y_multi = np.column_stack([y == 0, y == 2, X[:, 0] > 0]).astype(int)
     for target in (y == 1, Y_multi):
-        with _quiet():
+        with quiet():
             theirs = SkClassifier(**kw).fit(X, target, sample_weight=sw)
             ours = MLPClassifier(dtype=np.float64, **kw).fit(X, target, sample_weight=sw)
         assert ours.out_activation_ == "logistic"
@@ -111,7 +104,7 @@ def test_regressor_tracks_sklearn_exactly(loss):
         y = np.abs(y)
     for solver in ("adam", "lbfgs"):
         kw = dict(loss=loss, hidden_layer_sizes=(8,), max_iter=12, random_state=1, solver=solver)
-        with _quiet():
+        with quiet():
             theirs = SkRegressor(**kw).fit(X, y)
             ours = MLPRegressor(dtype=np.float64, **kw).fit(X, y)
         assert_same_fit(ours, theirs)
@@ -128,7 +121,7 @@ def test_partial_fit_and_warm_start_track_sklearn(iris):
         ours.partial_fit(X[part], y[part], classes=np.unique(y))
     assert_same_fit(ours, theirs)
     kw.update(warm_start=True, max_iter=4)
-    with _quiet():
+    with quiet():
         theirs = SkClassifier(**kw).fit(X, y).fit(X, y)
         ours = MLPClassifier(dtype=np.float64, **kw).fit(X, y).fit(X, y)
     assert_same_fit(ours, theirs)
@@ -138,7 +131,7 @@ def test_partial_fit_and_warm_start_track_sklearn(iris):
 def test_float32_fit_attributes(small_digits):
     X, y = small_digits
     X = X.astype(np.float32)  # scikit-learn's rule: float32 X fits and predicts in float32
-    with _quiet():
+    with quiet():
         clf = MLPClassifier(hidden_layer_sizes=(20,), max_iter=5, random_state=0).fit(X, y)
     assert clf.coefs_[0].dtype == np.float32 and clf.coefs_[0].shape == (64, 20)
     assert [b.shape for b in clf.intercepts_] == [(20,), (10,)]
@@ -172,7 +165,7 @@ def test_string_labels_and_dataframe(iris):
     X, y = iris
     names = np.array(["setosa", "versicolor", "virginica"])[y]
     df = pd.DataFrame(X, columns=["a", "b", "c", "d"])
-    with _quiet():
+    with quiet():
         clf = MLPClassifier(hidden_layer_sizes=(8,), max_iter=30, random_state=0).fit(df, names)
     assert list(clf.feature_names_in_) == ["a", "b", "c", "d"]
     assert set(clf.predict(df)) <= set(names) and clf.classes_.tolist() == sorted(set(names))
@@ -196,7 +189,7 @@ def test_bad_parameters_raise_before_fitting(iris):
 
 def test_n_threads_and_float64_predictions(iris):
     X, y = iris
-    with _quiet():
+    with quiet():
         a = MLPClassifier(max_iter=10, random_state=0, n_threads=1).fit(X, y)
         b = MLPClassifier(max_iter=10, random_state=0).fit(X, y)
     np.testing.assert_allclose(a.predict_proba(X), b.predict_proba(X), rtol=1e-5)
@@ -207,7 +200,7 @@ def test_pipeline_clone_and_pickle(iris):
     X, y = iris
     pipe = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(10,), max_iter=50))
     pipe.set_params(mlpclassifier__random_state=0)
-    with _quiet():
+    with quiet():
         pipe.fit(X, y)
     copy = pickle.loads(pickle.dumps(pipe))
     np.testing.assert_array_equal(copy.predict_proba(X), pipe.predict_proba(X))
@@ -215,7 +208,7 @@ def test_pipeline_clone_and_pickle(iris):
     assert fresh.get_params()["mlpclassifier__random_state"] == 0
     assert not hasattr(fresh[-1], "coefs_")
     # a pickled model can be trained further
-    with _quiet():
+    with quiet():
         copy[-1].partial_fit(X, y)
     assert copy[-1].n_iter_ == 1
 
@@ -223,7 +216,7 @@ def test_pipeline_clone_and_pickle(iris):
 def test_grid_search_and_cross_val_score_in_processes(iris):
     X, y = iris
     est = MLPClassifier(hidden_layer_sizes=(8,), learning_rate_init=0.01, random_state=0)
-    with _quiet():
+    with quiet():
         scores = cross_val_score(est, X, y, cv=3, n_jobs=2)
         in_process = cross_val_score(est, X, y, cv=3, n_jobs=1)
         grid = GridSearchCV(est, {"alpha": [1e-4, 1e-1]}, cv=3, n_jobs=2).fit(X, y)
@@ -247,7 +240,7 @@ def test_accuracy_parity(dataset, solver):
     lr = 0.01 if solver == "sgd" else 0.001
     kw = dict(hidden_layer_sizes=(50,), solver=solver, learning_rate_init=lr, max_iter=60)
     ours, theirs = [], []
-    with _quiet(), threadpool_limits(1):  # one BLAS thread each: no oversubscription
+    with quiet(), threadpool_limits(1):  # one BLAS thread each: no oversubscription
         for seed in range(4):
             Xtr, Xte, ytr, yte = _parity_split(X, y, seed)
             est = MLPClassifier(random_state=seed, dtype=np.float32, **kw)
@@ -263,7 +256,7 @@ def test_r2_parity(solver):
     lr = 0.01 if solver == "sgd" else 0.001
     kw = dict(hidden_layer_sizes=(50,), solver=solver, learning_rate_init=lr, max_iter=100)
     ours, theirs = [], []
-    with _quiet(), threadpool_limits(1):
+    with quiet(), threadpool_limits(1):
         for seed in range(3):
             Xtr, Xte, ytr, yte = train_test_split(X, y, test_size=0.3, random_state=seed)
             est = MLPRegressor(random_state=seed, dtype=np.float32, **kw)
@@ -295,7 +288,7 @@ def test_comparison_table_script_mode():
 def test_private_optimizer_state_matches_sklearn(params, iris):
     X, y = iris
     kw = dict(hidden_layer_sizes=(6,), random_state=0, max_iter=12, **params)
-    with _quiet():
+    with quiet():
         theirs = SkClassifier(**kw).fit(X, y)
         ours = MLPClassifier(**kw).fit(X, y)
     for est in (theirs, ours):  # then one more epoch each
@@ -322,7 +315,7 @@ def test_private_best_coefs_and_no_optimizer_before_fit(iris):
     assert not hasattr(MLPClassifier(), "_optimizer")
     assert not hasattr(MLPClassifier(solver="lbfgs").fit(X, y), "_optimizer")
     kw = dict(hidden_layer_sizes=(6,), random_state=0, max_iter=15, early_stopping=True)
-    with _quiet():
+    with quiet():
         theirs = SkClassifier(**kw).fit(X, y)
         ours = MLPClassifier(**kw).fit(X, y)
     for p, q in zip(

@@ -6,26 +6,16 @@ how a scikit-learn estimator combines them with ``sample_weight``.  A fit with
 ``class_weight`` must equal the same fit given those products as ``sample_weight``.
 """
 
-import contextlib
-import warnings
-
 import numpy as np
 import pytest
+from conftest import quiet
 from sklearn.datasets import load_iris, make_classification
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import recall_score
 from sklearn.preprocessing import LabelEncoder, StandardScaler
 from sklearn.utils.class_weight import compute_class_weight, compute_sample_weight
 
 from fastnn.sklearn import MLPClassifier
-
-
-@contextlib.contextmanager
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +55,7 @@ def test_equals_sample_weight_reference(class_weight, solver, with_sw, data):
     X, y, sw = data
     sw = sw if with_sw else None
     kw = dict(hidden_layer_sizes=(6,), solver=solver, max_iter=8, random_state=0)
-    with _quiet():
+    with quiet():
         ours = MLPClassifier(class_weight=class_weight, **kw).fit(X, y, sample_weight=sw)
         ref = MLPClassifier(**kw).fit(X, y, sample_weight=_reference_weights(class_weight, y, sw))
     _assert_same_fit(ours, ref)
@@ -80,7 +70,7 @@ def test_binary_and_float32(data):
     yb = y == "versicolor"
     X32 = X.astype(np.float32)
     kw = dict(hidden_layer_sizes=(5,), max_iter=6, random_state=1)
-    with _quiet():
+    with quiet():
         ours = MLPClassifier(class_weight="balanced", **kw).fit(X32, yb, sample_weight=sw)
         ref = MLPClassifier(**kw).fit(
             X32, yb, sample_weight=_reference_weights("balanced", yb, sw).astype(np.float32)
@@ -94,7 +84,7 @@ def test_multilabel_uses_compute_sample_weight(data):
     Y = np.column_stack([y == "setosa", y == "virginica", X[:, 0] > 0.5]).astype(int)
     kw = dict(hidden_layer_sizes=(5,), max_iter=6, random_state=0, solver="sgd")
     for cw in ("balanced", [{0: 1, 1: 2}, {0: 1, 1: 1}, {0: 0.5, 1: 3}]):
-        with _quiet():
+        with quiet():
             ours = MLPClassifier(class_weight=cw, **kw).fit(X, Y)
             ref = MLPClassifier(**kw).fit(X, Y, sample_weight=compute_sample_weight(cw, Y))
         _assert_same_fit(ours, ref)
@@ -118,7 +108,7 @@ def test_balanced_helps_the_minority_class():
         n_samples=600, n_features=8, weights=[0.93], flip_y=0.02, random_state=0
     )
     kw = dict(hidden_layer_sizes=(10,), max_iter=60, random_state=0, learning_rate_init=0.01)
-    with _quiet():
+    with quiet():
         plain = MLPClassifier(**kw).fit(X, y)
         balanced = MLPClassifier(class_weight="balanced", **kw).fit(X, y)
     assert recall_score(y, balanced.predict(X)) > recall_score(y, plain.predict(X))
@@ -127,7 +117,7 @@ def test_balanced_helps_the_minority_class():
 def test_early_stopping_scores_with_sample_weight_only(data):
     X, y, sw = data
     kw = dict(hidden_layer_sizes=(6,), max_iter=5, random_state=0, early_stopping=True)
-    with _quiet():
+    with quiet():
         a = MLPClassifier(class_weight={"versicolor": 4.0}, **kw).fit(X, y, sample_weight=sw)
     assert len(a.validation_scores_) == a.n_iter_
     assert all(0 <= s <= 1 for s in a.validation_scores_)

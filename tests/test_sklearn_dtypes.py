@@ -6,13 +6,12 @@ coefficients'.  Each test here runs scikit-learn's own estimator beside fastnn's
 is the library being imitated, not a rule restated.
 """
 
-import contextlib
 import warnings
 
 import numpy as np
 import pytest
+from conftest import quiet
 from sklearn.datasets import load_digits, load_iris, make_regression
-from sklearn.exceptions import ConvergenceWarning
 from sklearn.neural_network import MLPClassifier as SkClassifier
 from sklearn.neural_network import MLPRegressor as SkRegressor
 from sklearn.preprocessing import StandardScaler, scale
@@ -21,13 +20,6 @@ from fastnn.sklearn import MLPClassifier, MLPRegressor
 
 FIT_DTYPES = [np.float32, np.float64, np.int64, np.float16, np.uint8]
 PREDICT_DTYPES = [np.float32, np.float64, np.int64, np.uint8, np.int8]
-
-
-@contextlib.contextmanager
-def _quiet():
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        yield
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +34,7 @@ def test_dtype_table_matches_sklearn(solver, fit_dtype, iris):
     X, y = iris
     Xf = X.astype(fit_dtype)
     kw = dict(hidden_layer_sizes=(7,), solver=solver, max_iter=3, random_state=0)
-    with _quiet():
+    with quiet():
         pairs = [
             (MLPClassifier(**kw).fit(Xf, y), SkClassifier(**kw).fit(Xf, y)),
             (MLPRegressor(**kw).fit(Xf, X[:, 0]), SkRegressor(**kw).fit(Xf, X[:, 0])),
@@ -65,7 +57,7 @@ def test_dtype_table_matches_sklearn(solver, fit_dtype, iris):
 def test_explicit_dtype_overrides(make, iris):
     X, y = iris
     target = y if make is MLPClassifier else X[:, 0]
-    with _quiet():
+    with quiet():
         est = make(max_iter=3, random_state=0, dtype=np.float32).fit(X, target)
         assert est.coefs_[0].dtype == np.float32 and est.intercepts_[-1].dtype == np.float32
         method = est.predict_proba if make is MLPClassifier else est.predict
@@ -82,7 +74,7 @@ def test_float32_fit_tracks_sklearn_float32(iris):
     X = StandardScaler().fit_transform(X).astype(np.float32)
     for solver in ("adam", "sgd"):
         kw = dict(hidden_layer_sizes=(9,), solver=solver, max_iter=5, random_state=3)
-        with _quiet():
+        with quiet():
             ours = MLPClassifier(**kw).fit(X, y)
             theirs = SkClassifier(**kw).fit(X, y)
         ours_arrays = ours.coefs_ + ours.intercepts_
@@ -100,7 +92,7 @@ def test_float64_digits_matches_sklearn_on_raw_data():
     X, y = load_digits(return_X_y=True)
     X, y = X[:600], y[:600]
     kw = dict(random_state=0, max_iter=20)
-    with _quiet():
+    with quiet():
         ours = MLPClassifier(**kw).fit(X, y)
         theirs = SkClassifier(**kw).fit(X, y)
     assert ours.coefs_[0].dtype == np.float64
@@ -129,7 +121,7 @@ def test_fit_equals_repeated_partial_fit_bitwise(params, dtype):
     X, y = X.astype(dtype), scale(y).astype(dtype)
     kw = dict(hidden_layer_sizes=(20,), random_state=1, shuffle=False, learning_rate_init=0.01)
     kw.update(params)
-    with _quiet():
+    with quiet():
         whole = MLPRegressor(max_iter=30, tol=0, **kw).fit(X, y)
     parts = MLPRegressor(**kw)
     for _ in range(30):
@@ -141,7 +133,7 @@ def test_fit_equals_repeated_partial_fit_bitwise(params, dtype):
 
     Xc, yc = load_digits(return_X_y=True)
     Xc, yc = (Xc[:300] / 16).astype(dtype), yc[:300]
-    with _quiet():
+    with quiet():
         whole = MLPClassifier(max_iter=10, tol=0, **kw).fit(Xc, yc)
     parts = MLPClassifier(**kw)
     for _ in range(10):
@@ -156,7 +148,7 @@ def test_sklearn_partial_fit_regression_test_passes():
     for momentum in [0, 0.9]:
         kw = dict(solver="sgd", activation="relu", random_state=1, learning_rate_init=0.01)
         kw.update(batch_size=X.shape[0], momentum=momentum)
-        with _quiet():
+        with quiet():
             pred1 = MLPRegressor(max_iter=100, **kw).fit(X, y).predict(X)
         mlp = MLPRegressor(**kw)
         for _ in range(100):
@@ -210,7 +202,7 @@ def test_predict_log_proba_against_sklearn(target, dtype, iris):
         y = y == 1
     elif target == "multilabel":
         y = np.column_stack([y == 0, y == 2, X[:, 0] > 0]).astype(int)
-    with _quiet():
+    with quiet():
         ours = MLPClassifier(hidden_layer_sizes=(10,), max_iter=50, random_state=0).fit(X, y)
     theirs = _sklearn_twin(ours, SkClassifier)
     tiny = np.log(np.finfo(dtype).tiny)

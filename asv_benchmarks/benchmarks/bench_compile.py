@@ -86,53 +86,41 @@ class Import:
         return "import fastnn"
 
 
+def _first_fit(sizes, rows, batch, optimizer):
+    """Code for a first one-epoch fit of a ReLU MLP of layer widths ``sizes`` on ``rows``
+    random float32 rows."""
+    return f"""
+import numpy as np
+import fastnn as fnn
+fnn.set_num_threads({{threads}})
+sizes = {sizes!r}
+rng = np.random.default_rng(0)
+X = rng.standard_normal(({rows}, sizes[0])).astype(np.float32)
+y = rng.integers(0, sizes[-1], {rows})
+layers = []
+for i in range(len(sizes) - 1):
+    layers.append(fnn.Linear(sizes[i], sizes[i + 1], seed=i))
+    if i < len(sizes) - 2:
+        layers.append(fnn.ReLU())
+model = fnn.Sequential(*layers)
+opt = fnn.{optimizer}
+model.fit(X, y, loss=fnn.SoftmaxCrossEntropy(), optimizer=opt, epochs=1, batch_size={batch},
+          verbose=0)
+"""
+
+
 #: the timed part of each cold first fit: one build of the compiled fit, or the drop-in
 _COLD_CASES = {
     # the README's main job: the digits (64-128-10@32) on the serial build
-    "serial": """
-import numpy as np
-import fastnn as fnn
-fnn.set_num_threads({threads})
-rng = np.random.default_rng(0)
-X = rng.standard_normal((1347, 64)).astype(np.float32)
-y = rng.integers(0, 10, 1347)
-model = fnn.Sequential(fnn.Linear(64, 128, seed=0), fnn.ReLU(), fnn.Linear(128, 10, seed=1))
-opt = fnn.SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)
-model.fit(X, y, loss=fnn.SoftmaxCrossEntropy(), optimizer=opt, epochs=1, batch_size=32,
-          verbose=0)
-""",
+    "serial": _first_fit(
+        (64, 128, 10), 1347, 32, "SGD(model.parameters(), lr=0.05, momentum=0.9, nesterov=True)"
+    ),
     # 784-100-10@64 on a few thousand rows: the data-parallel build with two threads
-    "data-parallel": """
-import numpy as np
-import fastnn as fnn
-fnn.set_num_threads({threads})
-rng = np.random.default_rng(0)
-X = rng.standard_normal((4096, 784)).astype(np.float32)
-y = rng.integers(0, 10, 4096)
-model = fnn.Sequential(fnn.Linear(784, 100, seed=0), fnn.ReLU(), fnn.Linear(100, 10, seed=1))
-opt = fnn.SGD(model.parameters(), lr=0.01)
-model.fit(X, y, loss=fnn.SoftmaxCrossEntropy(), optimizer=opt, epochs=1, batch_size=64,
-          verbose=0)
-""",
+    "data-parallel": _first_fit((784, 100, 10), 4096, 64, "SGD(model.parameters(), lr=0.01)"),
     # the largest bench network: hidden layers split by units across the threads
-    "split-by-units": """
-import numpy as np
-import fastnn as fnn
-fnn.set_num_threads({threads})
-rng = np.random.default_rng(0)
-X = rng.standard_normal((1024, 784)).astype(np.float32)
-y = rng.integers(0, 10, 1024)
-sizes = (784, 1024, 1024, 1024, 10)
-layers = []
-for i in range(4):
-    layers.append(fnn.Linear(sizes[i], sizes[i + 1], seed=i))
-    if i < 3:
-        layers.append(fnn.ReLU())
-model = fnn.Sequential(*layers)
-opt = fnn.SGD(model.parameters(), lr=0.01)
-model.fit(X, y, loss=fnn.SoftmaxCrossEntropy(), optimizer=opt, epochs=1, batch_size=512,
-          verbose=0)
-""",
+    "split-by-units": _first_fit(
+        (784, 1024, 1024, 1024, 10), 1024, 512, "SGD(model.parameters(), lr=0.01)"
+    ),
     # the scikit-learn drop-in on the digits, as a new user would try it
     "drop-in": """
 import warnings
