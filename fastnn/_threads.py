@@ -94,11 +94,11 @@ def get_num_threads() -> int:
 
 
 def _blas_thread_controls():
-    """(get, set) of the thread count of every BLAS library threadpoolctl finds: OpenBLAS's
+    """(path, get, set) of the thread count of every BLAS library threadpoolctl finds: OpenBLAS's
     own C functions where the symbols are found (no Python allocation per call), the
-    threadpoolctl controller's methods otherwise."""
+    threadpoolctl controller's methods otherwise.  ``path`` names the library (its file)."""
     controls = []
-    for lib in ThreadpoolController().select(user_api="blas").lib_controllers:
+    for i, lib in enumerate(ThreadpoolController().select(user_api="blas").lib_controllers):
         found = None
         if lib.internal_api == "openblas" and lib.filepath:
             try:
@@ -114,7 +114,8 @@ def _blas_thread_controls():
                 get.restype = ctypes.c_int  # set_ takes a Python int as a C int as it is
                 found = (get, set_)
                 break
-        controls.append(found or (lib.get_num_threads, lib.set_num_threads))
+        get, set_ = found or (lib.get_num_threads, lib.set_num_threads)
+        controls.append((lib.filepath or f"#{i}", get, set_))
     return tuple(controls)
 
 
@@ -125,43 +126,55 @@ def _controls():
     return controls
 
 
-# BLAS thread counts are process-wide, so calls that change them from several Python threads
-# at once must agree: the first call to hold them saves the user's counts, every call sets the
-# count it needs, and the last to let go restores the saved counts (a second fit that saved
-# "1" while the first held BLAS at one thread would otherwise restore 1 for good).
-_hold_lock = threading.Lock()
-_hold = {"depth": 0, "saved": None}
-
-
-def hold_blas_threads(n=1):
-    """Set every BLAS library in the process to ``n`` threads until the matching
-    ``release_blas_threads``.  The fit kernel's parallel build calls BLAS from each of its
-    own threads, with one BLAS thread each.  A few C calls (4 us) and nothing allocated after
-    the first call: fit does this once per chunk of batches, and its steps are checked to
-    allocate nothing."""
-    controls = _controls()
+def rescan_blas():
+    """Find the BLAS libraries again (after an import that loaded one, such as SciPy's own
+    OpenBLAS with ``scipy.optimize``).  Holds in progress are kept: they are per library."""
     with _hold_lock:
-        if _hold["depth"] == 0:
-            saved = _hold["saved"]
-            if saved is None or len(saved) != len(controls):
-                saved = _hold["saved"] = [0] * len(controls)
-            for i, (get, _) in enumerate(controls):
-                saved[i] = get()
-        _hold["depth"] += 1
-        for _, set_ in controls:
+        _state["blas_threads"] = None
+
+
+# BLAS thread counts are process-wide, so calls that change them from several Python threads
+# at once must agree: per library, the first call to hold it saves the user's count, every
+# call sets the count it needs, and the last to let go restores the saved count (a second fit
+# that saved "1" while the first held BLAS at one thread would otherwise restore 1 for good).
+_hold_lock = threading.Lock()
+_hold: dict = {"depth": {}, "saved": {}}
+
+
+def hold_blas_threads(n=1, but=None):
+    """Set every BLAS library in the process, except the one whose path is ``but``, to ``n``
+    threads until the matching ``release_blas_threads(but)``.  The fit kernel's parallel
+    build calls BLAS from each of its own threads, with one BLAS thread each; the drop-ins'
+    L-BFGS keeps SciPy's OpenBLAS (which scipy.optimize's L-BFGS-B calls) at one thread next
+    to the kernels' own BLAS.  A few C calls (4 us) and nothing allocated after the first
+    call: fit does this once per chunk of batches, and its steps are checked to allocate
+    nothing."""
+    with _hold_lock:
+        depth, saved = _hold["depth"], _hold["saved"]
+        for path, get, set_ in _controls():
+            if path == but:
+                continue
+            d = depth.get(path, 0)
+            if d == 0:
+                saved[path] = get()
+            depth[path] = d + 1
             set_(n)
 
 
-def release_blas_threads():
-    """Undo one ``hold_blas_threads``: the last holder restores the counts the first saved."""
-    controls = _controls()
+def release_blas_threads(but=None):
+    """Undo one ``hold_blas_threads(n, but)``: per library, the last holder restores the
+    count the first saved."""
     with _hold_lock:
-        if _hold["depth"] == 0:
-            return
-        _hold["depth"] -= 1
-        if _hold["depth"] == 0:
-            for i, (_, set_) in enumerate(controls):
-                set_(_hold["saved"][i])
+        depth, saved = _hold["depth"], _hold["saved"]
+        for path, _, set_ in _controls():
+            if path == but:
+                continue
+            d = depth.get(path, 0)
+            if d == 0:  # found by a rescan after this hold began: it was not held
+                continue
+            depth[path] = d - 1
+            if d == 1:
+                set_(saved[path])
 
 
 # -- other threads of the process that are running now ----------------------------------------

@@ -9,7 +9,7 @@ serial build ``k`` and a ``parallel=True`` build ``k_parallel`` of the same body
 import pathlib as _pathlib
 
 from . import activations, data, dense, dropout, losses, normalization, optim, softmax
-from ._blas import gemm
+from ._blas import BLAS_SOURCE, gemm
 from ._cache import refresh as _refresh
 from .activations import *  # noqa: F403
 from .data import *  # noqa: F403
@@ -39,6 +39,7 @@ __all__ = [
     "optim",
     "softmax",
     "gemm",
+    "BLAS_SOURCE",
     "KERNELS",
 ]
 for _module in (activations, data, dense, dropout, losses, normalization, optim, softmax):

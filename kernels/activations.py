@@ -222,14 +222,19 @@ def mask_inplace(D, A, code, alpha):
     turns the gradient at a layer's output into the gradient at its pre-activation."""
     n, m = A.shape
     s = A.dtype.type(alpha)
+    one = A.dtype.type(1)
+    # (ReLU's and leaky ReLU's slopes as a factor chosen per element: the same values as
+    # ``D if A > 0 else D * s`` to the bit, but that form, an in-place select, stayed scalar:
+    # 9.8 us on 200x100 against 1.8 (float32) and 3.6 (float64) this way)
     if code == RELU:
+        zero = A.dtype.type(0)
         for i in range(n):
             for j in range(m):
-                D[i, j] = D[i, j] if A[i, j] > 0 else D[i, j] * 0
+                D[i, j] *= one if A[i, j] > 0 else zero
     elif code == LEAKY_RELU:
         for i in range(n):
             for j in range(m):
-                D[i, j] = D[i, j] if A[i, j] > 0 else D[i, j] * s
+                D[i, j] *= one if A[i, j] > 0 else s
     elif code == SIGMOID:
         for i in range(n):
             for j in range(m):
@@ -247,16 +252,19 @@ def activate_inplace(A, code, alpha):
     """A = f(A) in place (serial; see mask_inplace for why not activation_forward(A, .., A))."""
     n, m = A.shape
     s = A.dtype.type(alpha)
+    one = A.dtype.type(1)
+    # (the slope as a factor, as in mask_inplace: 9.4 us on 200x100 became 1.5-2.3 us)
     if code == RELU:
+        zero = A.dtype.type(0)
         for i in range(n):
             for j in range(m):
                 v = A[i, j]
-                A[i, j] = v if v > 0 else v * 0
+                A[i, j] = v * (one if v > 0 else zero)
     elif code == LEAKY_RELU:
         for i in range(n):
             for j in range(m):
                 v = A[i, j]
-                A[i, j] = v if v > 0 else v * s
+                A[i, j] = v * (one if v > 0 else s)
     elif code == SIGMOID or code == TANH:
         activation_forward(A, code, alpha, A)  # flat blocks, already in place
 

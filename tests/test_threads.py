@@ -188,6 +188,77 @@ def test_concurrent_holds_restore_the_users_blas_threads(restore_threads):
     assert _blas_limits() == before
 
 
+def test_holds_that_spare_one_library_nest_with_holds_of_all(restore_threads):
+    """A hold that leaves one library alone (the drop-ins' L-BFGS spares the kernels' BLAS)
+    and holds of every library, from many Python threads at random: the spared library is
+    never set by the first kind, and every library ends at the user's count."""
+    import fastnn.sklearn  # noqa: F401  (loads SciPy's OpenBLAS next to NumPy's)
+    from fastnn.kernels import BLAS_SOURCE
+
+    fnn.set_num_threads(2)
+    before = _blas_limits()
+    paths = [path for (_, path), n in before.items() if path and n == 2]
+    assert BLAS_SOURCE in paths and len(paths) >= 2, before
+    spared_seen = []
+    rng = np.random.default_rng(3)
+    plan = rng.integers(0, 2, size=(8, 20))
+
+    def worker(i):
+        for spare in plan[i]:
+            but = BLAS_SOURCE if spare else None
+            _threads.hold_blas_threads(1, but=but)
+            if spare:
+                spared_seen.append(
+                    {i["filepath"]: i["num_threads"] for i in threadpool_info()}[BLAS_SOURCE]
+                )
+            time.sleep(1e-4)
+            _threads.release_blas_threads(but=but)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(worker, range(8)))
+    assert _blas_limits() == before
+    assert spared_seen  # (1 when a hold of all ran meanwhile, else the user's 2)
+    assert set(spared_seen) <= {1, 2}
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_lbfgs_holds_scipys_blas_at_one_thread_and_restores_it(monkeypatch, restore_threads):
+    """The drop-ins' L-BFGS runs scipy.optimize with SciPy's own OpenBLAS at one thread (its
+    idle threads spun against NumPy's, which the loss and gradient use: 7x slower with two
+    threads) and the kernels' BLAS at the user's count; both are the user's again after the
+    fit, also when it raises."""
+    import scipy.optimize
+
+    from fastnn.kernels import BLAS_SOURCE
+    from fastnn.sklearn import MLPClassifier
+    from fastnn.sklearn import _base
+
+    fnn.set_num_threads(2)
+    before = _blas_limits()
+    seen = []
+    real = scipy.optimize.minimize
+
+    def spy(*args, **kwargs):
+        seen.append({i["filepath"]: i["num_threads"] for i in threadpool_info()})
+        if kwargs["options"]["maxiter"] == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(_base.scipy.optimize, "minimize", spy)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((300, 100))  # (products above SERIAL_BLAS_WORK: BLAS as set)
+    y = rng.integers(0, 3, 300)
+    MLPClassifier(solver="lbfgs", hidden_layer_sizes=(200,), max_iter=5).fit(X, y)
+    during = seen[0]
+    assert during[BLAS_SOURCE] == 2
+    others = [path for path in during if path != BLAS_SOURCE and "openblas" in path]
+    assert others and all(during[path] == 1 for path in others)
+    assert _blas_limits() == before
+    with pytest.raises(KeyboardInterrupt):
+        MLPClassifier(solver="lbfgs", hidden_layer_sizes=(200,), max_iter=3).fit(X, y)
+    assert _blas_limits() == before
+
+
 def test_two_fits_in_two_threads_restore_the_users_blas_threads(monkeypatch, restore_threads):
     """Two fits on the data-parallel build (which sets BLAS to one thread around each chunk)
     from two Python threads, ten times: BLAS keeps the user's count afterwards."""
