@@ -11,10 +11,12 @@ import numba
 import numpy as np
 import pytest
 from conftest import kernel
+from fastnn.kernels import BLAS_SOURCE
 from threadpoolctl import threadpool_info
 
 import fastnn as fnn
 from fastnn import _fastpath, _threads
+from fastnn.sklearn import MLPClassifier, _base  # (loads SciPy's OpenBLAS next to NumPy's)
 
 
 def _model(dtype=np.float32):
@@ -192,9 +194,6 @@ def test_holds_that_spare_one_library_nest_with_holds_of_all(restore_threads):
     """A hold that leaves one library alone (the drop-ins' L-BFGS spares the kernels' BLAS)
     and holds of every library, from many Python threads at random: the spared library is
     never set by the first kind, and every library ends at the user's count."""
-    import fastnn.sklearn  # noqa: F401  (loads SciPy's OpenBLAS next to NumPy's)
-    from fastnn.kernels import BLAS_SOURCE
-
     fnn.set_num_threads(2)
     before = _blas_limits()
     paths = [path for (_, path), n in before.items() if path and n == 2]
@@ -227,16 +226,10 @@ def test_lbfgs_holds_scipys_blas_at_one_thread_and_restores_it(monkeypatch, rest
     idle threads spun against NumPy's, which the loss and gradient use: 7x slower with two
     threads) and the kernels' BLAS at the user's count; both are the user's again after the
     fit, also when it raises."""
-    import scipy.optimize
-
-    from fastnn.kernels import BLAS_SOURCE
-    from fastnn.sklearn import MLPClassifier
-    from fastnn.sklearn import _base
-
     fnn.set_num_threads(2)
     before = _blas_limits()
     seen = []
-    real = scipy.optimize.minimize
+    real = _base.scipy.optimize.minimize
 
     def spy(*args, **kwargs):
         seen.append({i["filepath"]: i["num_threads"] for i in threadpool_info()})
