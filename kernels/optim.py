@@ -47,6 +47,10 @@ def _adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, ste
     n = p.shape[0]
     t = p.dtype.type
     b1, b2, wd = t(beta1), t(beta2), t(weight_decay)
+    # 1 - beta in float64, then rounded, as torch passes ``1 - beta`` to its float32 kernels:
+    # ``1 - t(beta2)`` is 1 - 0.999f = 0.00099998713, 1.3e-5 off 0.001, a bias in every
+    # second-moment update of a float32 model
+    ob1, ob2 = t(1.0 - beta1), t(1.0 - beta2)
     bc1 = 1.0 - beta1**step
     bc2 = 1.0 - beta2**step
     step_size = t(lr / bc1)
@@ -60,8 +64,8 @@ def _adam_update(p, g, m, v, lr, beta1, beta2, eps, weight_decay, decoupled, ste
             p[i] *= shrink
         else:
             d = d + wd * p[i]
-        mi = b1 * m[i] + (1 - b1) * d
-        vi = b2 * v[i] + (1 - b2) * d * d
+        mi = b1 * m[i] + ob1 * d
+        vi = b2 * v[i] + ob2 * (d * d)
         m[i] = mi
         v[i] = vi
         p[i] -= step_size * mi / (math.sqrt(vi) * inv_sqrt_bc2 + eps_)

@@ -459,6 +459,21 @@ def test_adam_update(config, n, dtype, build, rng):
         assert_close(v, e_v, dtype, err_msg=f"exp_avg_sq after step {step}")
 
 
+@pytest.mark.parametrize("build", ["serial", "parallel"])
+def test_adam_update_float32_moment_coefficients(build):
+    """From zero moments, one float32 step leaves m = f32(1 - beta1) * g and
+    v = f32(1 - beta2) * g^2: the coefficients rounded from float64, as torch passes them to
+    its float32 kernels.  1 - 0.999f (0.00099998713) is 1.3e-5 off 0.001, a bias in every
+    step of a float32 model."""
+    n = 16
+    p = np.zeros(n, dtype=np.float32)
+    g = np.ones(n, dtype=np.float32)
+    m = np.zeros(n, dtype=np.float32)
+    v = np.zeros(n, dtype=np.float32)
+    kernel("adam_update", build)(p, g, m, v, 0.01, 0.9, 0.999, 1e-8, 0.0, False, 1)
+    assert m[0] == np.float32(1 - 0.9) and v[0] == np.float32(1 - 0.999)
+
+
 # -- data ---------------------------------------------------------------------------------------
 @pytest.mark.parametrize("shape", [(1, 1), (1, 9), (11, 1), (50, 13)])
 @pytest.mark.parametrize("m", [1, 5, 130])
