@@ -136,8 +136,10 @@ def gemm(trans_a, trans_b, alpha, A, B, beta, C):
     operands are handed to Fortran swapped.
     """
     # (inlined into its callers, so that the flags reach ``_gemm`` as run-time booleans: a
-    # constant True or False would make numba compile ``_gemm`` once per combination)
-    _gemm(bool(trans_a), bool(trans_b), float(alpha), A, B, float(beta), C)
+    # constant True or False would make numba compile ``_gemm`` once per combination; and the
+    # arrays as ``[:, :]`` views, of layout "A" whatever their own, so that a column range
+    # and a whole block do not compile it twice either: 0.5-0.8 s of a cold first fit)
+    _gemm(bool(trans_a), bool(trans_b), float(alpha), A[:, :], B[:, :], float(beta), C[:, :])
 
 
 @njit

@@ -399,7 +399,8 @@ def _gather_rows(X, y, T, order, start, r0, r1, batch, check, sizes, loss_kind, 
         return False
     if not out_t:
         tb = _activations(work, layout[2 * L + 2], r0, r1, sizes[L], fm)
-        gather_batch(T, order, start + r0, tb, y, iwork[:0], False, skip, fm)
+        # (``bool(False)``: a literal False would compile gather_batch a second time)
+        gather_batch(T, order, start + r0, tb, y, iwork[:0], bool(False), skip, fm)  # noqa: UP018
     return True
 
 

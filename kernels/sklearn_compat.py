@@ -23,6 +23,7 @@ serial builds: the matrix products inside go to the (threaded) BLAS.
 
 import math
 
+import numpy as np
 from numba import prange
 
 from ._blas import gemm
@@ -310,7 +311,9 @@ def _forward_backward(X, Y, sw, sw_sum, params, n_w, units, code, kind, grad, ac
             _layer_backward(X_l, W, D, code, gW, gb, D_prev)
         else:
             none = deltas[:0].reshape((0, n_in))
-            _layer_backward(X, W, D, IDENTITY, gW, gb, none)
+            # (no delta below the first layer, so no activation to apply: ``code`` rather
+            # than the constant IDENTITY, which would compile _layer_backward twice)
+            _layer_backward(X, W, D, code, gW, gb, none)
     return loss
 
 
@@ -332,7 +335,7 @@ def mlp_forward(X, params, n_w, units, code, kind, acts, out):
         W = params[w_off : w_off + n_in * n_out].reshape((n_in, n_out))
         b = params[b_off : b_off + n_out]
         if layer == n_layers - 1:
-            _layer_forward(A_in, W, b, IDENTITY, out)
+            _layer_forward(A_in, W, b, np.int64(IDENTITY), out)  # (int64: see above)
         else:
             A_out = acts[a_off : a_off + n * n_out].reshape((n, n_out))
             _layer_forward(A_in, W, b, code, A_out)
