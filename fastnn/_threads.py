@@ -177,6 +177,16 @@ def release_blas_threads(but=None):
                 set_(saved[path])
 
 
+@contextlib.contextmanager
+def blas_threads_held(n=1, but=None):
+    """``hold_blas_threads(n, but)`` for the duration of a ``with`` block."""
+    hold_blas_threads(n, but)
+    try:
+        yield
+    finally:
+        release_blas_threads(but)
+
+
 # -- other threads of the process that are running now ----------------------------------------
 # A NumPy product leaves OpenBLAS's worker threads spinning for about 0.1 s after it returns
 # (its THREAD_TIMEOUT: 2**28 cycles), torch's OpenMP workers likewise.  A parallel fastnn

@@ -369,3 +369,21 @@ def test_thread_environment_variables_precedence(env, want):
     out = subprocess.run([sys.executable, "-c", code], env=full, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == want.split()
+
+
+def test_dropin_thread_limit_nests_with_other_calls_holds(restore_threads):
+    """The drop-in's one-BLAS-thread setting for small products and a data-parallel fit's
+    hold, interleaved as two Python threads can interleave them (the drop-in's fit starts,
+    the other fit's chunk starts, the drop-in's fit ends, the chunk ends): BLAS ends at the
+    user's count.  (With threadpoolctl's own save-and-restore for the drop-in, the chunk
+    restored the 1 it had found.)"""
+    fnn.set_num_threads(2)
+    before = _blas_limits()
+    clf = MLPClassifier(hidden_layer_sizes=(64,))
+    small = clf._threads(200, [64, 64, 3])  # 200 x 64 x 64 multiply-adds: one BLAS thread
+    small.__enter__()
+    assert {i["num_threads"] for i in threadpool_info() if i["user_api"] == "blas"} == {1}
+    _threads.hold_blas_threads(1)
+    small.__exit__(None, None, None)
+    _threads.release_blas_threads()
+    assert _blas_limits() == before

@@ -29,7 +29,12 @@ from threadpoolctl import ThreadpoolController
 from fastnn.kernels import BLAS_SOURCE, CODES, all_finite
 from fastnn.kernels import sklearn_compat as SK
 
-from .._threads import _state, hold_blas_threads, release_blas_threads, rescan_blas, worker_threads
+from .._threads import (
+    _state,
+    blas_threads_held,
+    rescan_blas,
+    worker_threads,
+)
 from .._validation import check_dtype, check_fits_in_memory
 
 _STOCHASTIC = ("sgd", "adam")
@@ -245,9 +250,13 @@ class BaseMLP(BaseEstimator):
             work = rows * max(int(a) * int(b) for a, b in zip(units[:-1], units[1:], strict=True))
             if work >= SERIAL_BLAS_WORK or work < BLAS_SERIAL_ANYWAY:
                 return contextlib.nullcontext()
-            return _controller().limit(limits=1, user_api="blas")
+            # (held through fastnn's per-library holds, not threadpoolctl's save-and-restore:
+            # a fit in another Python thread holding BLAS meanwhile would otherwise restore
+            # this call's 1 for good)
+            return blas_threads_held(1)
         stack = contextlib.ExitStack()
-        stack.enter_context(_controller().limit(limits=n))
+        stack.enter_context(blas_threads_held(n))
+        stack.enter_context(_controller().limit(limits=n, user_api="openmp"))
         previous = numba.get_num_threads()
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
         stack.callback(numba.set_num_threads, previous)
@@ -508,8 +517,7 @@ class BaseMLP(BaseEstimator):
         # a second BLAS with its own threads: they spun against NumPy's, which the loss and
         # gradient's products use, and a digits fit with two threads took 224 ms instead of
         # 30 (scikit-learn's own: 197 ms instead of 46).  That BLAS gets one thread meanwhile.
-        hold_blas_threads(1, but=BLAS_SOURCE)
-        try:
+        with blas_threads_held(1, but=BLAS_SOURCE):
             res = scipy.optimize.minimize(
                 loss_grad,
                 self._flat.astype(f64),
@@ -517,8 +525,6 @@ class BaseMLP(BaseEstimator):
                 jac=True,
                 options=options,
             )
-        finally:
-            release_blas_threads(but=BLAS_SOURCE)
         self.n_iter_ = _lbfgs_n_iter(res, self.max_iter)
         self.loss_ = float(res.fun)
         self._flat[...] = res.x
