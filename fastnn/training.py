@@ -870,11 +870,15 @@ def _run(plan, model, loss, optimizer, cbs, val, epochs, initial_epoch, shuffle,
                     total, correct, done = total + s, correct + c, done + m
                     dt = time.perf_counter() - tc
                     if dist is not None:
-                        # every rank must run the same chunks and stop at the same one
+                        # every rank must run the same chunks and stop at the same one, so
+                        # each acts on the agreed Ctrl-C, not on its own flag: a Ctrl-C that
+                        # reaches a rank during the collective stays set there and is agreed
+                        # on at the next chunk (overwriting the flag with the agreed value
+                        # lost it, and a fit that was all collectives never stopped)
                         agreed[:] = dt, guard.fired, model.stop_training
                         dist.max(agreed)
                         dt = float(agreed[0])
-                        guard.fired, model.stop_training = bool(agreed[1]), bool(agreed[2])
+                        ctrl_c_agreed, model.stop_training = bool(agreed[1]), bool(agreed[2])
                     chunk = max(1, min(4 * (last - b), int((last - b) * CHUNK_SECONDS / dt)))
                     if cbs.wants_batches:
                         blogs = {"batch": b, "size": m, "loss": s / m}
@@ -884,7 +888,7 @@ def _run(plan, model, loss, optimizer, cbs, val, epochs, initial_epoch, shuffle,
                     b = last
                     if bar is not None:
                         bar.update(done, total / done, excluded=compile_seconds() - c0)
-                    if guard.fired:
+                    if ctrl_c_agreed if dist is not None else guard.fired:
                         raise KeyboardInterrupt
                     if model.stop_training:
                         break
@@ -920,12 +924,13 @@ def _run(plan, model, loss, optimizer, cbs, val, epochs, initial_epoch, shuffle,
                 history.append(epoch, logs)
                 if verbose:
                     _print_epoch(epoch, epochs, logs, seconds)
-                if dist is not None:
-                    agreed[:] = stop, model.stop_training, guard.fired
+                interrupted = guard.fired
+                if dist is not None:  # (the agreed Ctrl-C, as for the chunks above)
+                    agreed[:] = stop, model.stop_training, interrupted
                     dist.max(agreed)
-                    stop, model.stop_training, guard.fired = map(bool, agreed)
-                if stop or model.stop_training or guard.fired:
-                    if guard.fired:
+                    stop, model.stop_training, interrupted = map(bool, agreed)
+                if stop or model.stop_training or interrupted:
+                    if interrupted:
                         raise KeyboardInterrupt
                     break
         except KeyboardInterrupt:

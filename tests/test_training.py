@@ -1,11 +1,15 @@
 """fit: History contents, printing, batching, reproducibility, initialisation, divergence."""
 
+import os
 import re
+import signal
+import types
 
 import numpy as np
 import pytest
 
 import fastnn as fnn
+from fastnn import distributed, training
 
 
 def _blobs(n=120, n_in=6, k=3, seed=0, dtype=np.float32):
@@ -275,3 +279,60 @@ def test_fit_checks_bce_targets_are_probabilities():
             model.fit(X, np.zeros((X.shape[0], 2)), loss=fnn.BCEWithLogits(), optimizer=opt,
                       epochs=1, batch_size=8, verbose=0, validation_data=(X, bad))  # fmt: skip
     np.testing.assert_array_equal(model._flat.data, before)
+
+
+class _MirrorComm:
+    """A two-rank COMM_WORLD whose other rank holds the same values as this one in every
+    collective; the ``interrupt_at``-th MAX Allreduce receives a Ctrl-C while it runs."""
+
+    def __init__(self, interrupt_at):
+        self.max_calls = 0
+        self.interrupt_at = interrupt_at
+
+    def Get_rank(self):
+        return 0
+
+    def Get_size(self):
+        return 2
+
+    def Allreduce(self, _, array, op):
+        if op == "max":
+            self.max_calls += 1
+            if self.max_calls == self.interrupt_at:
+                os.kill(os.getpid(), signal.SIGINT)  # handled before this call returns
+        else:
+            array *= 2
+
+    def Bcast(self, array, root=0):
+        pass
+
+    def bcast(self, obj, root=0):
+        return obj
+
+    def allgather(self, obj):
+        return [obj, obj]
+
+    def Abort(self, code):
+        raise AssertionError("MPI_Abort")
+
+
+def test_distributed_ctrl_c_during_a_collective_is_not_lost(monkeypatch, capsys):
+    """A distributed fit stops on the Ctrl-C every rank agrees on.  One that reaches a rank
+    while the agreement's collective runs must be agreed on at the next chunk, not overwritten
+    by the (older) agreed value: a fit of tiny steps spends most of its time in collectives,
+    and mpiexec's forwarded Ctrl-C was then lost on both ranks (the fit ran on)."""
+    fake_mpi = types.SimpleNamespace(IN_PLACE=None, SUM="sum", MAX="max")
+    comm = _MirrorComm(interrupt_at=6)
+    monkeypatch.setattr(training, "make_world", lambda kind: distributed.World(comm, fake_mpi))
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 6))
+    y = rng.integers(0, 3, 64)
+    model = fnn.Sequential(fnn.Linear(6, 8, dtype=np.float64, seed=0), fnn.ReLU(),
+                           fnn.Linear(8, 3, dtype=np.float64, seed=1))  # fmt: skip
+    opt = fnn.SGD(model.parameters(), lr=0.01)
+    history = model.fit(X, y, loss=fnn.SoftmaxCrossEntropy(), optimizer=opt, epochs=300,
+                        batch_size=16, seed=0, verbose=0, distributed="mpi")  # fmt: skip
+    assert comm.max_calls > comm.interrupt_at
+    assert history.interrupted
+    assert len(history.epoch) < 300
+    assert "training interrupted (Ctrl-C)" in capsys.readouterr().err
