@@ -242,6 +242,23 @@ class EpochRunner:
         # Dense-only models overwrite gradients in backward (beta=0) instead of zeroing first.
         self.beta = 0.0 if model._dense_only else 1.0
 
+    def _gather(self, idx, m):
+        """The rows ``idx`` of X and y into the first ``m`` rows of the batch buffers; returns
+        those (xb, yb)."""
+        xb, yb = self.xb[:m], self.yb[:m]
+        self.gather_X(self.X, idx, xb)
+        if yb.ndim == 2:
+            self.gather_rows(self.y, idx, yb)
+        else:
+            K.gather(self.y, idx, yb)
+        return xb, yb
+
+    def _correct(self, out, idx, m):
+        """Rows of ``out`` whose arg-max is the label of the sample ``idx`` names."""
+        lb = self.lb[:m]
+        K.gather(self.labels, idx, lb)
+        return count_correct(out, lb)
+
     def run(self, order, first, last):
         model, loss, optimizer, bs = self.model, self.loss, self.optimizer, self.batch_size
         n = self.X.shape[0]
@@ -251,12 +268,7 @@ class EpochRunner:
             stop = min(start + bs, n)
             m = stop - start
             idx = order[start:stop]
-            xb, yb = self.xb[:m], self.yb[:m]
-            self.gather_X(self.X, idx, xb)
-            if yb.ndim == 2:
-                self.gather_rows(self.y, idx, yb)
-            else:
-                K.gather(self.y, idx, yb)
+            xb, yb = self._gather(idx, m)
             out = model._forward(xb)
             if self.sw is None:
                 value = loss._forward(out, yb)
@@ -270,9 +282,7 @@ class EpochRunner:
                 return total, correct, False
             total += value * weight
             if self.labels is not None:
-                lb = self.lb[:m]
-                K.gather(self.labels, idx, lb)
-                correct += count_correct(out, lb)
+                correct += self._correct(out, idx, m)
             if self.beta:
                 model.zero_grad()
             model._backward(loss.backward(), beta=self.beta, need_input_grad=False)
@@ -336,12 +346,7 @@ class DistributedRunner(EpochRunner):
                 share_weight = float(wb.sum(dtype=np.float64))
             active = share_weight > 0
             if active:
-                xb, yb = self.xb[:mr], self.yb[:mr]
-                self.gather_X(self.X, idx, xb)
-                if yb.ndim == 2:
-                    self.gather_rows(self.y, idx, yb)
-                else:
-                    K.gather(self.y, idx, yb)
+                xb, yb = self._gather(idx, mr)
                 out = model._forward(xb)
                 if wb is None:
                     value = loss._forward(out, yb)
@@ -350,9 +355,7 @@ class DistributedRunner(EpochRunner):
                     value = loss._forward(out, yb, wb)
                     weight = share_weight * self.w_scale
                 if self.labels is not None and np.isfinite(value):
-                    lb = self.lb[:mr]
-                    K.gather(self.labels, idx, lb)
-                    c = count_correct(out, lb)
+                    c = self._correct(out, idx, mr)
             stats[0] = value * weight
             stats[1] = c
             stats[2] = 0.0 if np.isfinite(value) else 1.0

@@ -1,9 +1,7 @@
 """scikit-learn drop-ins: ``MLPClassifier`` and ``MLPRegressor`` on fastnn's compiled kernels.
 
-Change one import and keep the rest of the code::
-
-    # from sklearn.neural_network import MLPClassifier
-    from fastnn.sklearn import MLPClassifier
+Change one import and keep the rest of the code: ``from sklearn.neural_network import
+MLPClassifier`` becomes ``from fastnn.sklearn import MLPClassifier``.
 
 ``python -m fastnn.sklearn`` prints a side-by-side table of accuracy and fit time against
 scikit-learn's own estimators.
