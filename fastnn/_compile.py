@@ -31,13 +31,14 @@ import time
 
 from numba.core import event
 
+from . import _compile_helper
 from .kernels import epoch as _epoch
 
 #: environment variable that silences the compile notice when set to 0, false, no or off
 ENV_SWITCH = "FASTNN_COMPILE_NOTICE"
 
 _local = threading.local()  # per thread: what the current call compiles, and its block
-_state = {"depth": 0, "t0": 0.0, "seconds": 0.0, "outer": None}
+_state: dict = {"depth": 0, "t0": 0.0, "seconds": 0.0, "outer": None, "helpers": []}
 
 
 def _ours(dispatcher):
@@ -51,18 +52,34 @@ class _Listener(event.Listener):
     interleave between threads)."""
 
     def on_start(self, ev):
+        if _compile_helper.in_helper():
+            return
+        dispatcher = ev.data.get("dispatcher")
+        if _state["helpers"]:  # helpers at work: they leave what this process compiles alone
+            _compile_helper.claim(dispatcher, ev.data.get("args", ()))
         if _state["depth"] == 0:
-            _state["outer"] = _ours(ev.data.get("dispatcher"))
+            _state["outer"] = _ours(dispatcher)
             _state["t0"] = time.perf_counter()
             if _state["outer"]:
                 block = _block()
                 if block is not None:
                     block.started()
+                if not _state["helpers"]:
+                    # other cores compile this kernel's callees meanwhile (_compile_helper)
+                    try:
+                        helpers = _compile_helper.start(dispatcher, ev.data.get("args", ()))
+                    except Exception:  # helpers only ever save time: never fail a compile
+                        helpers = []
+                    _state["helpers"] = helpers
         _state["depth"] += 1
 
     def on_end(self, ev):
+        if _compile_helper.in_helper():
+            return
         _state["depth"] -= 1
         if _state["depth"] == 0 and _state["outer"]:
+            if _local.__dict__.get("what") is None:  # else when the announced call ends
+                _stop_helpers()
             dt = time.perf_counter() - _state["t0"]
             _state["seconds"] += dt
             block = _block()
@@ -71,6 +88,13 @@ class _Listener(event.Listener):
 
 
 event.register("numba:compile", _Listener())
+
+
+def _stop_helpers():
+    """End the compile helpers this process started (when the call that needed them ends)."""
+    if _state["helpers"]:
+        _compile_helper.stop(_state["helpers"])
+        _state["helpers"] = []
 
 
 def compile_seconds():
@@ -149,6 +173,7 @@ def announcing(what):
                 return fn(*args, **kwargs)
             finally:
                 d["what"] = None
+                _stop_helpers()
                 block = d.pop("block", None)
                 if block is not None:
                     block.report()
@@ -169,6 +194,8 @@ def silenced():
         yield
     finally:
         d["what"] = outer
+        if outer is None:
+            _stop_helpers()
 
 
 def report():

@@ -9,7 +9,8 @@ computes what ``model.predict`` computes::
     LayerNorm     LayerNormalization (opset 17+)  BatchNorm1d   BatchNormalization, running stats
     Dropout, Identity  left out (identities at inference); a nested Sequential is inlined
 
-Importing this module also registers converters with skl2onnx (when it is installed), so
+Importing this module also registers converters with skl2onnx (when it is installed; at once
+if skl2onnx is imported already, else the moment it is), so
 ``skl2onnx.to_onnx(estimator, X[:1])`` works for ``fastnn.sklearn.MLPClassifier`` and
 ``MLPRegressor``, including multi-output regression (output (n, n_outputs)) and
 ``loss="poisson"`` (exp output).
@@ -22,7 +23,12 @@ onnx this module still imports (``AVAILABLE`` is False) and ``export`` raises Im
 saying what to install.
 """
 
+import importlib.abc
+import importlib.util
 import math
+import sys
+import warnings
+from typing import Any
 
 import numpy as np
 
@@ -42,11 +48,29 @@ from .layers import (
 from .model import Sequential
 from .sklearn import MLPClassifier, MLPRegressor
 
-try:  # the optional extra: without it this module imports, and export says what to install
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-except ImportError:  # pragma: no cover - exercised only without the extra
-    onnx = TensorProto = helper = numpy_helper = None  # type: ignore[assignment, misc]
+# The optional extra is imported when first used (onnx takes ~0.8 s to import, skl2onnx ~1 s
+# more, and ``python -m fastnn`` imports this module for its latency benchmark).
+onnx: Any = None
+TensorProto: Any = None
+helper: Any = None
+numpy_helper: Any = None
+
+
+def _load_onnx():
+    """Import onnx into this module's globals (ImportError naming the extra without it)."""
+    global onnx, TensorProto, helper, numpy_helper
+    if onnx is None:
+        try:
+            import onnx as onnx_module
+            from onnx import TensorProto as tensor_proto
+            from onnx import helper as helper_module
+            from onnx import numpy_helper as numpy_helper_module
+        except ImportError as exc:
+            raise ImportError(f"fastnn.onnx needs the onnx package: {INSTALL_HINT}") from exc
+        onnx, TensorProto, helper = onnx_module, tensor_proto, helper_module
+        numpy_helper = numpy_helper_module
+    return onnx
+
 
 INSTALL_HINT = "pip install 'fastnn[onnx]' (onnx, onnxruntime, skl2onnx)"
 
@@ -149,8 +173,7 @@ def _layer(g, layer, x, index, opset):
 
 def to_model(model, opset=None):
     """The ONNX ``ModelProto`` that :func:`export` writes (checked by ``onnx.checker``)."""
-    if onnx is None:
-        raise ImportError(f"fastnn.onnx needs the onnx package: {INSTALL_HINT}")
+    _load_onnx()
     if not isinstance(model, Sequential):
         raise TypeError(f"model must be a fastnn.Sequential, got {type(model).__name__}")
     opset = DEFAULT_OPSET if opset is None else opset
@@ -215,7 +238,7 @@ def export(model, path, opset=None):
 
 # -- skl2onnx converters for the drop-ins --------------------------------------------------
 def _register_skl2onnx():
-    if onnx is None:
+    if not AVAILABLE:
         return False
     try:
         from skl2onnx import update_registered_converter
@@ -294,9 +317,44 @@ class _IdentityOutput:
         return getattr(self._est, name)
 
 
+class _RegisterOnImport(importlib.abc.MetaPathFinder):
+    """Registers the converters right after skl2onnx's own import (once)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name != "skl2onnx":
+            return None
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)  # the finders that really find it
+        loader = getattr(spec, "loader", None)
+        exec_module = getattr(loader, "exec_module", None)
+        if exec_module is None:
+            return spec
+
+        def exec_and_register(module):
+            exec_module(module)
+            try:
+                _register_skl2onnx()
+            except Exception as exc:  # never break the user's import of skl2onnx
+                warnings.warn(
+                    f"fastnn.onnx could not register its skl2onnx converters: {exc}",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+
+        loader.exec_module = exec_and_register
+        return spec
+
+
 #: whether the onnx package is installed (export works)
-AVAILABLE = onnx is not None
-#: whether ``import fastnn.onnx`` registered the skl2onnx converters
-SKL2ONNX_REGISTERED = _register_skl2onnx()
+AVAILABLE = importlib.util.find_spec("onnx") is not None
+#: whether skl2onnx is installed, so that the drop-ins' converters are registered (at once when
+#: skl2onnx is imported already, else when it is)
+SKL2ONNX_REGISTERED = AVAILABLE and importlib.util.find_spec("skl2onnx") is not None
+if SKL2ONNX_REGISTERED:
+    if "skl2onnx" in sys.modules:
+        SKL2ONNX_REGISTERED = _register_skl2onnx()
+    else:
+        sys.meta_path.insert(0, _RegisterOnImport())
 
 __all__ = ["export", "to_model", "DEFAULT_OPSET", "MIN_OPSET", "AVAILABLE", "SKL2ONNX_REGISTERED"]

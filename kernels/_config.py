@@ -38,10 +38,17 @@ def _warn_once(kind, message):
         warnings.warn(message, RuntimeWarning, stacklevel=3)
 
 
+#: called as ``before_load(py_func, sig)`` before a kernel's cache is looked up: fastnn's compile
+#: helpers set it to wait there for a build another process is finishing (fastnn._compile_helper)
+before_load = None
+
+
 class _GuardedCache(FunctionCache):
     """numba's per-function disk cache, with load and save failures turned into a warning."""
 
     def load_overload(self, sig, target_context):
+        if before_load is not None:
+            before_load(self._py_func, sig)
         try:
             return super().load_overload(sig, target_context)
         except Exception as exc:  # a damaged or foreign file: compile it again

@@ -5,6 +5,7 @@ must equal ``model.predict`` within 1e-5 (float32), and ``onnx.checker`` must ac
 Skipped only when the optional extra (onnx, onnxruntime) is not installed.
 """
 
+import sys
 import warnings
 
 import numpy as np
@@ -215,5 +216,6 @@ def test_regressor_converter_float64(iris, to_onnx):
 
 def test_without_the_extra_export_names_it(monkeypatch):
     monkeypatch.setattr(fonnx, "onnx", None)
+    monkeypatch.setitem(sys.modules, "onnx", None)  # "import onnx" raises ImportError
     with pytest.raises(ImportError, match=r"fastnn\[onnx\]"):
         fonnx.to_model(fnn.Sequential(fnn.Linear(3, 2)))

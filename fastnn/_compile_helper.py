@@ -1,0 +1,361 @@
+"""A cold compile on two or more cores: helper processes compile a kernel's callees while the
+calling process compiles the kernel itself.
+
+numba compiles in one thread, under one global lock: the first ``fit`` on a machine compiles
+its driver, which compiles the passes it calls, which compile the kernels they call, one after
+another, while the other cores sit idle (20-30 s on a 2-core machine).  Each of those callees
+is looked up in the on-disk cache before it is compiled, by whichever process needs it.  So
+when a compilation of a fastnn entry point starts (a cache miss), fastnn forks helpers that
+compile the same entry point's callees in the opposite order, into the same cache: the calling
+process works through the call tree from its first callee, a helper from its last, and each
+finds in the cache what the other has finished.  What a helper compiles is exactly what the
+calling process would compile; the cache holds the same machine code either way, so results
+are the same bit for bit.  When the entry point is compiled the helpers are stopped.
+
+Which callees, with which argument types, is not known before numba types the caller, so the
+call trees of the common entry points are recorded ahead (``compile_plan.json`` next to the
+kernels; ``python -m fastnn._compile_helper`` records them again after the kernels change).  An
+entry point without a plan, a plan that no longer matches, or a helper that fails costs
+nothing but the parallelism: the calling process compiles whatever it does not find cached.
+
+Helpers run where they can help and cannot harm: on Linux (``fork``; the helper inherits the
+loaded kernels and starts in milliseconds), with two or more cores, a writable cache, and
+outside MPI and Dask worker processes (whose cores are shared out already).
+``FASTNN_COMPILE_WORKERS=n`` sets the number of helpers (0 turns them off; default: one per
+core beyond the first, at most MAX_WORKERS).
+"""
+
+import ctypes
+import json
+import mmap
+import os
+import pathlib
+import signal
+import sys
+import threading
+import time
+import warnings
+
+from numba.core import types
+from numba.core.dispatcher import Dispatcher
+
+from . import kernels as _kernels
+from .kernels import _config
+
+#: environment variable: number of helper processes (0: none)
+ENV_WORKERS = "FASTNN_COMPILE_WORKERS"
+#: most helpers started by default (each compiles from its own point of the call tree)
+MAX_WORKERS = 3
+#: entry points whose recorded compile took less than this start no helper
+MIN_PLAN_SECONDS = 2.0
+#: the recorded call trees
+PLAN_FILE = pathlib.Path(_kernels.__file__).with_name("compile_plan.json")
+PLAN_VERSION = 1
+
+_state: dict = {"plans": None, "registry": None, "in_helper": False, "pids": [], "claims": None}
+
+# Who compiles what: one byte per callee of the plan, in memory the processes share.
+FREE, CALLER, HELPER, DONE = 0, 1, 2, 3
+#: the caller waits at most this long for a callee a helper is compiling, then builds it itself
+MAX_WAIT_SECONDS = 120.0
+
+
+# -- argument types as text ---------------------------------------------------------------------
+_SCALARS = {
+    str(t): t
+    for t in (
+        types.boolean,
+        *types.integer_domain,
+        types.float32,
+        types.float64,
+        types.complex64,
+        types.complex128,
+        types.none,
+    )
+}
+
+
+def type_text(t):
+    """A numba argument type as text, or None for a kind a plan does not hold."""
+    if isinstance(t, types.Array) and str(t.dtype) in _SCALARS:
+        flags = ("" if t.mutable else ":ro") + ("" if t.aligned else ":na")
+        return f"array:{t.dtype}:{t.ndim}:{t.layout}{flags}"
+    if str(t) in _SCALARS and _SCALARS[str(t)] == t:
+        return str(t)
+    return None
+
+
+def parse_type(text):
+    """The numba type ``type_text`` wrote; ValueError for anything else."""
+    if not isinstance(text, str):
+        raise ValueError(f"a type must be text, got {text!r}")
+    if text in _SCALARS:
+        return _SCALARS[text]
+    parts = text.split(":")
+    if len(parts) < 4 or parts[0] != "array" or parts[1] not in _SCALARS:
+        raise ValueError(f"not a type of a compile plan: {text!r}")
+    flags = set(parts[4:])
+    if not parts[2].isdigit() or parts[3] not in ("C", "F", "A") or flags - {"ro", "na"}:
+        raise ValueError(f"not a type of a compile plan: {text!r}")
+    return types.Array(
+        _SCALARS[parts[1]],
+        int(parts[2]),
+        parts[3],
+        readonly="ro" in flags,
+        aligned="na" not in flags,
+    )
+
+
+def kernel_name(dispatcher):
+    """``module:qualified name`` of a dispatcher's Python function ('' when it has none)."""
+    fn = getattr(dispatcher, "py_func", None)
+    if fn is None:
+        return ""
+    return f"{getattr(fn, '__module__', '')}:{getattr(fn, '__qualname__', '')}"
+
+
+def _registry():
+    """Every fastnn kernel reachable as a module attribute, by ``kernel_name``."""
+    found = _state["registry"]
+    if found is None:
+        found = {}
+        for module_name, module in list(sys.modules.items()):
+            if not module_name.startswith("fastnn.") or module is None:
+                continue
+            for value in list(vars(module).values()):
+                if isinstance(value, Dispatcher):
+                    found.setdefault(kernel_name(value), value)
+        _state["registry"] = found
+    return found
+
+
+# -- plans ---------------------------------------------------------------------------------------
+def _load_plans(path=None):
+    """{(entry name, argument texts): [(callee name, argument texts), ...]} from the plan file,
+    in the order a helper should compile them.  A missing or malformed file gives no plans."""
+    path = PLAN_FILE if path is None else path
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+        if data.get("version") != PLAN_VERSION:
+            return {}
+        plans = {}
+        for plan in data["plans"]:
+            if float(plan["seconds"]) < MIN_PLAN_SECONDS:
+                continue
+            key = (str(plan["entry"]), tuple(str(a) for a in plan["args"]))
+            plans[key] = [(str(name), tuple(str(a) for a in args)) for name, args in plan["ahead"]]
+        return plans
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def plans():
+    if _state["plans"] is None:
+        _state["plans"] = _load_plans()
+    return _state["plans"]
+
+
+def plan_for(dispatcher, args):
+    """The callees to compile ahead for ``dispatcher`` called with numba types ``args``."""
+    texts = tuple(type_text(a) for a in args)
+    if None in texts:
+        return None
+    return plans().get((kernel_name(dispatcher), texts))
+
+
+# -- when helpers run ---------------------------------------------------------------------------
+def _cores():
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def workers():
+    """How many helpers a cold compile starts here (see the module docstring)."""
+    value = os.environ.get(ENV_WORKERS, "").strip()
+    if value:
+        try:
+            return max(0, int(value))
+        except ValueError:
+            return 0
+    if not sys.platform.startswith("linux") or not hasattr(os, "fork"):
+        return 0
+    if "mpi4py.MPI" in sys.modules or "distributed" in sys.modules:
+        return 0  # an MPI rank or a Dask worker: its cores are shared out already
+    return max(0, min(MAX_WORKERS, _cores() - 1))
+
+
+def _cache_writable(dispatcher):
+    folder = getattr(getattr(dispatcher, "_cache", None), "cache_path", None)
+    return bool(folder) and os.path.isdir(folder) and os.access(folder, os.W_OK)
+
+
+def in_helper():
+    """True inside a helper process (fastnn's compile notice stays silent there)."""
+    return _state["in_helper"]
+
+
+def start(dispatcher, args):
+    """Fork helpers for a cache miss of ``dispatcher`` with ``args`` (numba types) when a plan
+    for it exists; returns their process ids (empty when none was started)."""
+    if _state["in_helper"]:
+        return []
+    n = workers()
+    if n == 0:
+        return []
+    ahead = plan_for(dispatcher, args)
+    if not ahead or not _cache_writable(dispatcher):
+        return []
+    index = {item: i for i, item in enumerate(ahead)}
+    board = mmap.mmap(-1, len(ahead))  # anonymous and shared: forked helpers see the writes
+    pids = []
+    for i in range(min(n, len(ahead))):
+        # helper i starts at its own point of the list and wraps around: what another helper
+        # finished is then loaded from the cache, not compiled again
+        first = len(ahead) * i // n
+        order = [(index[item], item) for item in ahead[first:] + ahead[:first]]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+            try:
+                pid = os.fork()
+            except OSError:
+                break
+        if pid == 0:
+            _helper(order, board)  # never returns
+        pids.append(pid)
+    if pids:
+        threading.Thread(target=_reap, args=(pids,), daemon=True).start()
+        _state["claims"] = (index, board, pids)
+    _state["pids"] = pids
+    return pids
+
+
+def last_helpers():
+    """Process ids of the helpers the latest cold compile started (for tests)."""
+    return list(_state["pids"])
+
+
+def claim(dispatcher, args):
+    """The caller starts compiling ``dispatcher`` for ``args``: helpers leave it alone."""
+    claims = _state["claims"]
+    if claims is None:
+        return
+    i = claims[0].get((kernel_name(dispatcher), tuple(type_text(a) for a in args)))
+    if i is not None and claims[1][i] == FREE:
+        claims[1][i] = CALLER
+
+
+def _wait_for_helper(py_func, sig):
+    """Before the caller looks a kernel up in the cache: if a helper is compiling it right
+    now, wait until it is done (then it loads), rather than compile it a second time."""
+    claims = _state["claims"]
+    if claims is None or _state["in_helper"]:
+        return
+    name = f"{getattr(py_func, '__module__', '')}:{getattr(py_func, '__qualname__', '')}"
+    i = claims[0].get((name, tuple(type_text(a) for a in sig)))
+    if i is None:
+        return
+    board, pids = claims[1], claims[2]
+    deadline = time.monotonic() + MAX_WAIT_SECONDS
+    while board[i] == HELPER and time.monotonic() < deadline:
+        if not any(_alive(pid) for pid in pids):
+            return
+        time.sleep(0.005)
+
+
+def _alive(pid):
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            stat = f.read()
+    except OSError:
+        return False
+    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] not in (b"Z", b"X")
+
+
+_config.before_load = _wait_for_helper
+
+
+def stop(pids):
+    """Ask the helpers to end (each finishes a cache write it has begun)."""
+    if _state["claims"] is not None and _state["claims"][2] is pids:
+        _state["claims"] = None
+    for pid in pids:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
+
+
+def _reap(pids):
+    for pid in pids:
+        try:
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
+
+
+def _helper(order, board):
+    """The forked helper: compile ``order`` into the cache, quietly, then exit.  It skips what
+    the caller or another helper has begun, and marks on ``board`` what it works on."""
+    try:
+        _state["in_helper"] = True
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        _exit_with_parent()
+        saving = {"now": False, "stop": False}
+
+        def on_term(signum, frame):
+            if saving["now"]:
+                saving["stop"] = True  # end once the file being written is complete
+            else:
+                os._exit(0)
+
+        signal.signal(signal.SIGTERM, on_term)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a Ctrl-C is the parent's to handle
+        registry = _registry()
+        for i, (name, texts) in order:
+            if board[i] != FREE:
+                continue
+            dispatcher = registry.get(name)
+            if dispatcher is None:
+                continue
+            try:
+                sig = tuple(parse_type(t) for t in texts)
+            except ValueError:
+                continue
+            cache = getattr(dispatcher, "_cache", None)
+            save = getattr(cache, "save_overload", None)
+            if save is None:
+                continue
+
+            def guarded_save(sig, data, save=save):
+                saving["now"] = True
+                try:
+                    save(sig, data)
+                finally:
+                    saving["now"] = False
+                    if saving["stop"]:
+                        os._exit(0)
+
+            cache.save_overload = guarded_save
+            board[i] = HELPER
+            try:
+                dispatcher.compile(sig)
+            except Exception:  # a plan that no longer matches the kernel: skip it
+                pass
+            finally:
+                board[i] = DONE
+    finally:
+        os._exit(0)
+
+
+def _exit_with_parent():
+    """Linux: the helper gets SIGTERM when the thread that forked it ends."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass

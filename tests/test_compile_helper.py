@@ -1,0 +1,267 @@
+"""Cold compiles on more than one core (issue 17): helper processes compile an entry point's
+callees into the kernel cache while the calling process compiles the entry point.
+
+The plan file is checked against the kernels as they are (names that resolve, types that
+parse, the signatures fits use today); the subprocess tests run a first drop-in fit in fresh
+interpreters with empty caches, with and without a helper, and compare the results bit for bit.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from fastnn.kernels import epoch as E
+from fastnn.kernels import sklearn_compat as SC
+from numba.core import types
+from sklearn.exceptions import ConvergenceWarning
+
+import fastnn
+import fastnn.sklearn  # noqa: F401  (its kernels join the registry)
+from fastnn import _compile_helper as H
+
+
+# -- argument types as text --------------------------------------------------------------------
+@pytest.mark.parametrize("dtype", [types.float32, types.float64, types.int64, types.uint8])
+@pytest.mark.parametrize("ndim", [1, 2, 3])
+@pytest.mark.parametrize("layout", ["C", "F", "A"])
+@pytest.mark.parametrize("readonly", [False, True])
+@pytest.mark.parametrize("aligned", [True, False])
+def test_array_types_round_trip(dtype, ndim, layout, readonly, aligned):
+    t = types.Array(dtype, ndim, layout, readonly=readonly, aligned=aligned)
+    text = H.type_text(t)
+    assert text is not None
+    assert H.parse_type(text) == t
+
+
+@pytest.mark.parametrize(
+    "t", [types.boolean, types.int64, types.intp, types.uint32, types.float32, types.float64]
+)
+def test_scalar_types_round_trip(t):
+    assert H.parse_type(H.type_text(t)) == t
+
+
+@pytest.mark.parametrize(
+    "t",
+    [
+        types.literal(3),
+        types.UniTuple(types.int64, 2),
+        types.Omitted(1.0),
+        types.unicode_type,
+        types.Array(types.UniTuple(types.int64, 2), 1, "C"),
+    ],
+)
+def test_other_types_have_no_text(t):
+    assert H.type_text(t) is None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "array:foo:2:C",
+        "array:float32:x:C",
+        "array:float32:2:Q",
+        "array:float32:2:C:zz",
+        "array:float32",
+        "int33",
+        "",
+        3,
+        None,
+        "__import__('os')",
+    ],
+)
+def test_parse_type_rejects_anything_else(text):
+    with pytest.raises(ValueError):
+        H.parse_type(text)
+
+
+# -- the plan file ------------------------------------------------------------------------------
+def _plan_data():
+    with open(H.PLAN_FILE, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def test_plan_file_names_kernels_that_exist_with_types_that_parse():
+    data = _plan_data()
+    assert data["version"] == H.PLAN_VERSION
+    registry = H._registry()
+    assert data["plans"], "the plan file holds no plans"
+    for plan in data["plans"]:
+        assert plan["entry"] in registry, plan["entry"]
+        for t in plan["args"]:
+            H.parse_type(t)
+        assert plan["ahead"], plan["entry"]
+        for name, args in plan["ahead"]:
+            assert name in registry, f"{plan['entry']} plans {name}, which no longer exists"
+            for t in args:
+                H.parse_type(t)
+
+
+def test_plans_cover_the_first_fits_of_the_readme_and_the_drop_in():
+    """The main job's serial driver and the drop-in's epoch, with the argument types a fit
+    passes today (the recorded signature must be the one the kernels are called with)."""
+    X = np.random.default_rng(0).standard_normal((96, 8)).astype(np.float32)
+    y = np.arange(96) % 3
+    model = fastnn.Sequential(fastnn.Linear(8, 64, seed=0), fastnn.ReLU(), fastnn.Linear(64, 3))
+    model.fit(
+        X,
+        y,
+        loss=fastnn.SoftmaxCrossEntropy(),
+        optimizer=fastnn.SGD(model.parameters(), lr=0.01),
+        epochs=1,
+        batch_size=32,
+        verbose=0,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fastnn.sklearn.MLPClassifier(hidden_layer_sizes=(8,), max_iter=2).fit(X.astype(float), y)
+    keys = set(H.plans())
+    for dispatcher in (E.train_batches, SC.mlp_epoch):
+        used = {
+            (H.kernel_name(dispatcher), tuple(H.type_text(t) for t in sig))
+            for sig in dispatcher.signatures
+        }
+        assert used & keys, f"no plan for {H.kernel_name(dispatcher)} as fit calls it: {used}"
+
+
+def test_malformed_plan_files_give_no_plans(tmp_path):
+    cases = {
+        "missing.json": None,
+        "garbage.json": "{not json",
+        "version.json": json.dumps({"version": 999, "plans": []}),
+        "fields.json": json.dumps({"version": H.PLAN_VERSION, "plans": [{"entry": "x"}]}),
+        "types.json": json.dumps({"version": H.PLAN_VERSION, "plans": 5}),
+    }
+    for name, text in cases.items():
+        path = tmp_path / name
+        if text is not None:
+            path.write_text(text)
+        assert H._load_plans(path) == {}, name
+
+
+def test_short_entry_points_get_no_plan(tmp_path):
+    plan = {"entry": "m:f", "args": ["int64"], "ahead": [["m:g", ["int64"]]]}
+    path = tmp_path / "p.json"
+    path.write_text(
+        json.dumps(
+            {
+                "version": H.PLAN_VERSION,
+                "plans": [
+                    {**plan, "seconds": H.MIN_PLAN_SECONDS - 0.1},
+                    {**plan, "entry": "m:h", "seconds": H.MIN_PLAN_SECONDS + 1},
+                ],
+            }
+        )
+    )
+    assert set(H._load_plans(path)) == {("m:h", ("int64",))}
+
+
+def _planned(monkeypatch, folder):
+    """A dispatcher with a writable cache and a plan: only the setting can stop a helper."""
+    monkeypatch.setattr(H, "plan_for", lambda dispatcher, args: [("m:f", ("int64",))])
+    dispatcher = SimpleNamespace(_cache=SimpleNamespace(cache_path=str(folder)), py_func=len)
+    assert H._cache_writable(dispatcher)
+    return dispatcher, ()
+
+
+def test_workers_setting(monkeypatch, tmp_path):
+    monkeypatch.setenv(H.ENV_WORKERS, "0")
+    assert H.workers() == 0
+    monkeypatch.setenv(H.ENV_WORKERS, "2")
+    assert H.workers() == 2
+    monkeypatch.setenv(H.ENV_WORKERS, "many")
+    assert H.workers() == 0
+    monkeypatch.setenv(H.ENV_WORKERS, "0")
+    assert H.start(*_planned(monkeypatch, tmp_path)) == []
+
+
+# -- a first fit with helpers, in fresh processes ----------------------------------------------
+FIT = textwrap.dedent(
+    """
+    import json, os, sys, time, warnings
+    import numpy as np
+    from numba.core import event
+    from sklearn.datasets import load_digits
+    import fastnn.sklearn
+    from fastnn import _compile_helper as H
+
+    class Count(event.Listener):
+        n = 0
+        def on_start(self, ev):
+            Count.n += 1
+        def on_end(self, ev):
+            pass
+
+    event.register("numba:compile", Count())
+    X, y = load_digits(return_X_y=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        clf = fastnn.sklearn.MLPClassifier(hidden_layer_sizes=(32,), max_iter=3,
+                                           random_state=0).fit(X[:300], y[:300])
+    pids = H.last_helpers()
+    deadline = time.time() + 60
+    alive = list(pids)
+    while alive and time.time() < deadline:  # stopped when the compile ended, then reaped
+        time.sleep(0.05)
+        alive = [p for p in alive if os.path.exists(f"/proc/{p}")]
+    print(json.dumps({"helpers": len(pids), "alive": alive, "compiles": Count.n,
+                      "coefs": [c.tolist() for c in clf.coefs_],
+                      "proba": clf.predict_proba(X[:20]).tolist()}))
+    """
+)
+
+
+def _fit(cache, workers):
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(cache), H.ENV_WORKERS: str(workers)}
+    out = subprocess.run(
+        [sys.executable, "-c", FIT], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert out.returncode == 0, out.stderr
+    assert "Traceback" not in out.stderr, out.stderr
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="helpers need Linux's fork")
+def test_a_helper_compiles_callees_and_the_fit_is_bit_identical(tmp_path):
+    alone = _fit(tmp_path / "alone", 0)
+    helped = _fit(tmp_path / "helped", 1)
+    assert alone["helpers"] == 0
+    assert helped["helpers"] == 1
+    assert helped["alive"] == [], "a helper outlived the compile it helped"
+    # the calling process loaded from the cache what the helper compiled
+    assert helped["compiles"] < alone["compiles"], (helped["compiles"], alone["compiles"])
+    assert helped["coefs"] == alone["coefs"]
+    assert helped["proba"] == alone["proba"]
+    # and the kernels the helper wrote load in a later process, with the same results
+    again = _fit(tmp_path / "helped", 1)
+    assert again["compiles"] == 0 and again["helpers"] == 0
+    assert again["coefs"] == alone["coefs"]
+
+
+def test_no_helper_without_a_writable_cache(tmp_path, monkeypatch):
+    """Kernels compiled in memory (no cache folder) or into a folder this process cannot
+    write: a helper's work could not reach the caller, so none is started."""
+    monkeypatch.setenv(H.ENV_WORKERS, "1")
+    monkeypatch.setattr(H, "plan_for", lambda dispatcher, args: [("m:f", ("int64",))])
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    for cache in (None, SimpleNamespace(cache_path=str(blocker))):
+        dispatcher = SimpleNamespace(_cache=cache, py_func=len)
+        assert not H._cache_writable(dispatcher)
+        assert H.start(dispatcher, ()) == []
+
+
+def test_helpers_are_not_started_inside_a_helper(monkeypatch, tmp_path):
+    monkeypatch.setitem(H._state, "in_helper", True)
+    monkeypatch.setenv(H.ENV_WORKERS, "2")
+    assert H.start(*_planned(monkeypatch, tmp_path)) == []
+
+
+def test_stop_of_ended_helpers_is_harmless():
+    H.stop([2**22 + 12345])  # above Linux's largest process id: no such process
