@@ -872,22 +872,24 @@ def _run(plan, model, loss, optimizer, cbs, val, epochs, initial_epoch, shuffle,
                     m = min(last * batch_size, n) - b * batch_size
                     total, correct, done = total + s, correct + c, done + m
                     dt = time.perf_counter() - tc
+                    if cbs.wants_batches:
+                        # (before the ranks agree: a stop_training it sets is agreed on below)
+                        blogs = {"batch": b, "size": m, "loss": s / m}
+                        if labels is not None:
+                            blogs["accuracy"] = c / m
+                        cbs.batch_end(b, blogs)
                     if dist is not None:
                         # every rank must run the same chunks and stop at the same one, so
-                        # each acts on the agreed Ctrl-C, not on its own flag: a Ctrl-C that
-                        # reaches a rank during the collective stays set there and is agreed
-                        # on at the next chunk (overwriting the flag with the agreed value
-                        # lost it, and a fit that was all collectives never stopped)
+                        # each acts on the agreed Ctrl-C and stop_training, not on its own
+                        # flags: a Ctrl-C that reaches a rank during the collective stays set
+                        # there and is agreed on at the next chunk (overwriting the flag with
+                        # the agreed value lost it, and a fit that was all collectives never
+                        # stopped); a batch callback's stop on one rank stops them all
                         agreed[:] = dt, guard.fired, model.stop_training
                         dist.max(agreed)
                         dt = float(agreed[0])
                         ctrl_c_agreed, model.stop_training = bool(agreed[1]), bool(agreed[2])
                     chunk = max(1, min(4 * (last - b), int((last - b) * CHUNK_SECONDS / dt)))
-                    if cbs.wants_batches:
-                        blogs = {"batch": b, "size": m, "loss": s / m}
-                        if labels is not None:
-                            blogs["accuracy"] = c / m
-                        cbs.batch_end(b, blogs)
                     b = last
                     if bar is not None:
                         bar.update(done, total / done, excluded=compile_seconds() - c0)

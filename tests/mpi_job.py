@@ -193,6 +193,31 @@ def callbacks(out):
     report(out, json.dumps({"rank": r, "epochs": len(history.epoch), "saved": len(ckpt.saved)}))
 
 
+class _StopOnLastRank(fnn.Callback):
+    """Sets stop_training after a batch of epoch 2, on the last rank only."""
+
+    def __init__(self):
+        self.epoch = 0
+        self.batches = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_batch_end(self, batch, logs=None):
+        self.batches += 1
+        if self.epoch == 2 and batch >= 2 and D.rank() == D.size() - 1:
+            self.model.stop_training = True
+
+
+def batch_stop(out):
+    """A batch callback stops training on one rank: every rank stops after the same batch."""
+    model, X, y, kwargs = build(CASES[0])
+    kwargs["epochs"] = 20
+    cb = _StopOnLastRank()
+    history = model.fit(X, y, verbose=0, distributed="mpi", callbacks=[cb], **kwargs)
+    report(out, json.dumps({"epochs": len(history.epoch), "batches": cb.batches}))
+
+
 if __name__ == "__main__":
     mode, out = sys.argv[1], sys.argv[2]
     {
@@ -203,4 +228,5 @@ if __name__ == "__main__":
         "callbacks": callbacks,
         "killed": killed,
         "interrupt": interrupt,
+        "batch_stop": batch_stop,
     }[mode](out)

@@ -250,6 +250,16 @@ def test_callbacks_on_ranks(references, tmp_path):
     assert proc.stdout.count("epoch ") == ranks[0]["epochs"]
 
 
+def test_batch_callback_stop_on_one_rank_stops_every_rank(references, tmp_path):
+    """stop_training set by a batch callback on one rank is agreed on like Ctrl-C: every rank
+    runs the same batches and stops after the same one (acting on its own flag, the other
+    rank waited in the next collective for ever)."""
+    run_ranks(2, "batch_stop", tmp_path, timeout=180)
+    ranks = [json.loads(text) for text in reports(tmp_path, 2)]
+    assert ranks[0] == ranks[1]
+    assert ranks[0]["epochs"] == 3  # stopped in the third epoch (epoch 2), which is recorded
+
+
 # -- the compiled path split at the gradient/update boundary (no MPI needed) --------------------
 class _WorldOfOne:
     """The part of fastnn.distributed.World the runners use, for one rank."""
