@@ -58,6 +58,8 @@ _state: dict = {"plans": None, "registry": None, "in_helper": False, "pids": [],
 FREE, CALLER, HELPER, DONE = 0, 1, 2, 3
 #: the caller waits at most this long for a callee a helper is compiling, then builds it itself
 MAX_WAIT_SECONDS = 120.0
+#: ... and no longer than this once no helper has used the CPU meanwhile (stuck, or ended)
+STUCK_SECONDS = 0.5
 
 
 # -- argument types as text ---------------------------------------------------------------------
@@ -249,7 +251,8 @@ def claim(dispatcher, args):
 
 def _wait_for_helper(py_func, sig):
     """Before the caller looks a kernel up in the cache: if a helper is compiling it right
-    now, wait until it is done (then it loads), rather than compile it a second time."""
+    now, wait until it is done (then it loads), rather than compile it a second time.  A
+    helper that stops using the CPU (stuck, or gone) is not waited for any longer."""
     claims = _state["claims"]
     if claims is None or _state["in_helper"]:
         return
@@ -259,19 +262,35 @@ def _wait_for_helper(py_func, sig):
         return
     board, pids = claims[1], claims[2]
     deadline = time.monotonic() + MAX_WAIT_SECONDS
-    while board[i] == HELPER and time.monotonic() < deadline:
-        if not any(_alive(pid) for pid in pids):
-            return
+    ticks, since = _cpu_ticks(pids), time.monotonic()
+    while board[i] == HELPER:
         time.sleep(0.005)
+        now = time.monotonic()
+        if now > deadline:
+            return
+        if now - since > STUCK_SECONDS:
+            seen = _cpu_ticks(pids)
+            if seen == ticks:  # no helper ran meanwhile (stuck, or ended): build it here
+                return
+            ticks, since = seen, now
 
 
-def _alive(pid):
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            stat = f.read()
-    except OSError:
-        return False
-    return stat[stat.rfind(b")") + 2 : stat.rfind(b")") + 3] not in (b"Z", b"X")
+def _cpu_ticks(pids):
+    """CPU time each helper has used, in clock ticks (None for one that has ended)."""
+    out = []
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat", "rb") as f:
+                stat = f.read()
+        except OSError:
+            out.append(None)
+            continue
+        fields = stat[stat.rfind(b")") + 2 :].split()
+        if fields[0] in (b"Z", b"X"):
+            out.append(None)
+        else:
+            out.append(int(fields[11]) + int(fields[12]))  # utime + stime
+    return out
 
 
 _config.before_load = _wait_for_helper

@@ -7,10 +7,13 @@ interpreters with empty caches, with and without a helper, and compare the resul
 """
 
 import json
+import mmap
 import os
 import subprocess
 import sys
 import textwrap
+import threading
+import time
 import warnings
 from types import SimpleNamespace
 
@@ -265,3 +268,41 @@ def test_helpers_are_not_started_inside_a_helper(monkeypatch, tmp_path):
 
 def test_stop_of_ended_helpers_is_harmless():
     H.stop([2**22 + 12345])  # above Linux's largest process id: no such process
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_the_caller_does_not_wait_for_a_stuck_or_ended_helper(monkeypatch):
+    """A helper that holds a callee but uses no CPU (stuck on a lock it inherited, say) or has
+    ended is waited for at most STUCK_SECONDS: the caller then compiles the callee itself."""
+    board = mmap.mmap(-1, 1)
+    board[0] = H.HELPER
+    key = (H.kernel_name(E.train_batches), ("int64",))
+    stuck = subprocess.Popen(["sleep", "30"])
+    try:
+        for pids in ([stuck.pid], [2**22 + 12345]):
+            monkeypatch.setitem(H._state, "claims", ({key: 0}, board, pids))
+            t0 = time.monotonic()
+            H._wait_for_helper(E.train_batches.py_func, (types.int64,))
+            assert time.monotonic() - t0 < 5 * H.STUCK_SECONDS + 1.0
+    finally:
+        stuck.kill()
+        stuck.wait()
+
+
+def test_the_caller_waits_while_a_helper_works(monkeypatch):
+    """While the helper uses CPU and has not marked the callee done, the caller waits; it
+    goes on as soon as the board says done."""
+    board = mmap.mmap(-1, 1)
+    board[0] = H.HELPER
+    key = (H.kernel_name(E.train_batches), ("int64",))
+    busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        monkeypatch.setitem(H._state, "claims", ({key: 0}, board, [busy.pid]))
+        threading.Timer(3 * H.STUCK_SECONDS, lambda: board.__setitem__(0, H.DONE)).start()
+        t0 = time.monotonic()
+        H._wait_for_helper(E.train_batches.py_func, (types.int64,))
+        waited = time.monotonic() - t0
+        assert 3 * H.STUCK_SECONDS - 0.05 < waited < 3 * H.STUCK_SECONDS + 2.0
+    finally:
+        busy.kill()
+        busy.wait()
