@@ -40,6 +40,7 @@ from numba.core import types
 from numba.core.dispatcher import Dispatcher
 
 from . import kernels as _kernels
+from ._threads import worker_threads
 from .kernels import _config
 
 #: environment variable: number of helper processes (0: none)
@@ -184,8 +185,8 @@ def workers():
             return 0
     if not sys.platform.startswith("linux") or not hasattr(os, "fork"):
         return 0
-    if "mpi4py.MPI" in sys.modules or "distributed" in sys.modules:
-        return 0  # an MPI rank or a Dask worker: its cores are shared out already
+    if "mpi4py.MPI" in sys.modules or worker_threads() is not None:
+        return 0  # MPI (a rank, and fork beside MPI is unsafe) or a Dask task: cores shared out
     return max(0, min(MAX_WORKERS, _cores() - 1))
 
 

@@ -306,3 +306,17 @@ def test_the_caller_waits_while_a_helper_works(monkeypatch):
     finally:
         busy.kill()
         busy.wait()
+
+
+def test_no_helpers_by_default_in_mpi_ranks_and_dask_tasks(monkeypatch):
+    monkeypatch.delenv(H.ENV_WORKERS, raising=False)
+    monkeypatch.setattr(H, "_cores", lambda: 4)
+    monkeypatch.setattr(sys, "platform", "linux")
+    monkeypatch.delitem(sys.modules, "mpi4py.MPI", raising=False)
+    monkeypatch.setattr(H, "worker_threads", lambda: None)
+    assert H.workers() == 3
+    monkeypatch.setattr(H, "worker_threads", lambda: 2)  # inside a Dask worker's task
+    assert H.workers() == 0
+    monkeypatch.setattr(H, "worker_threads", lambda: None)
+    monkeypatch.setitem(sys.modules, "mpi4py.MPI", SimpleNamespace())
+    assert H.workers() == 0
