@@ -40,7 +40,7 @@ from numba.core import types
 from numba.core.dispatcher import Dispatcher
 
 from . import kernels as _kernels
-from ._threads import worker_threads
+from ._threads import proc_stat, usable_cores, worker_threads
 from .kernels import _config
 
 #: environment variable: number of helper processes (0: none)
@@ -168,13 +168,6 @@ def plan_for(dispatcher, args):
 
 
 # -- when helpers run ---------------------------------------------------------------------------
-def _cores():
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
-
-
 def workers():
     """How many helpers a cold compile starts here (see the module docstring)."""
     value = os.environ.get(ENV_WORKERS, "").strip()
@@ -187,7 +180,7 @@ def workers():
         return 0
     if "mpi4py.MPI" in sys.modules or worker_threads() is not None:
         return 0  # MPI (a rank, and fork beside MPI is unsafe) or a Dask task: cores shared out
-    return max(0, min(MAX_WORKERS, _cores() - 1))
+    return max(0, min(MAX_WORKERS, usable_cores() - 1))
 
 
 def _cache_writable(dispatcher):
@@ -280,14 +273,9 @@ def _cpu_ticks(pids):
     """CPU time each helper has used, in clock ticks (None for one that has ended)."""
     out = []
     for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                stat = f.read()
-        except OSError:
-            out.append(None)
-            continue
-        fields = stat[stat.rfind(b")") + 2 :].split()
-        if fields[0] in (b"Z", b"X"):
+        stat = proc_stat(f"/proc/{pid}/stat")
+        fields = stat.split() if stat is not None else ()
+        if len(fields) < 13 or fields[0] in (b"Z", b"X"):
             out.append(None)
         else:
             out.append(int(fields[11]) + int(fields[12]))  # utime + stime

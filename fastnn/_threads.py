@@ -201,6 +201,22 @@ CONTENTION_WINDOW = 0.15
 _TASKS = "/proc/self/task"
 
 
+def proc_stat(path):
+    """A /proc ``stat`` file from the state on (its third field; bytes, the fields separated by
+    spaces), or None when it cannot be read (the thread or process ended; no /proc).
+    os.open/os.read: no buffered file object, a few hundred bytes allocated."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            stat = os.read(fd, 512)
+        finally:
+            os.close(fd)
+    except OSError:
+        return None
+    # the state follows the command name, which may hold spaces and parentheses
+    return stat[stat.rfind(b")") + 2 :]
+
+
 def _running_threads():
     """Ids of the other threads of this process that are running or runnable now (Linux;
     empty where /proc is not available)."""
@@ -213,16 +229,8 @@ def _running_threads():
     for tid in tids:
         if tid == me:
             continue
-        try:  # (os.open: no buffered file object, a few hundred bytes allocated per thread)
-            fd = os.open(f"{_TASKS}/{tid}/stat", os.O_RDONLY)
-            try:
-                stat = os.read(fd, 512)
-            finally:
-                os.close(fd)
-        except OSError:  # the thread ended meanwhile
-            continue
-        end = stat.rfind(b")")  # the state follows the command name, which may hold spaces
-        if stat[end + 2 : end + 3] == b"R":
+        stat = proc_stat(f"{_TASKS}/{tid}/stat")
+        if stat is not None and stat[:1] == b"R":
             running.add(tid)
     return running
 
@@ -242,7 +250,8 @@ def busy_threads():
     return len(first & _running_threads())
 
 
-def _cores():
+def usable_cores():
+    """Cores this process may run on (its CPU affinity where the system has one)."""
     try:
         return len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
@@ -255,7 +264,7 @@ def free_threads(threads):
     busy = busy_threads()
     if busy == 0:
         return threads
-    return max(1, min(threads, _cores() - busy))
+    return max(1, min(threads, usable_cores() - busy))
 
 
 def pick(serial, parallel, work):
@@ -289,7 +298,7 @@ def worker_threads():
         return int(omp)
     state = getattr(worker, "state", worker)
     tasks = getattr(state, "nthreads", None) or getattr(worker, "nthreads", 1) or 1
-    return max(1, _cores() // tasks)
+    return max(1, usable_cores() // tasks)
 
 
 @contextlib.contextmanager

@@ -310,7 +310,7 @@ def test_the_caller_waits_while_a_helper_works(monkeypatch):
 
 def test_no_helpers_by_default_in_mpi_ranks_and_dask_tasks(monkeypatch):
     monkeypatch.delenv(H.ENV_WORKERS, raising=False)
-    monkeypatch.setattr(H, "_cores", lambda: 4)
+    monkeypatch.setattr(H, "usable_cores", lambda: 4)
     monkeypatch.setattr(sys, "platform", "linux")
     monkeypatch.delitem(sys.modules, "mpi4py.MPI", raising=False)
     monkeypatch.setattr(H, "worker_threads", lambda: None)
