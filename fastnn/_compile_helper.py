@@ -6,9 +6,10 @@ its driver, which compiles the passes it calls, which compile the kernels they c
 another, while the other cores sit idle (20-30 s on a 2-core machine).  Each of those callees
 is looked up in the on-disk cache before it is compiled, by whichever process needs it.  So
 when a compilation of a fastnn entry point starts (a cache miss), fastnn forks helpers that
-compile the same entry point's callees in the opposite order, into the same cache: the calling
-process works through the call tree from its first callee, a helper from its last, and each
-finds in the cache what the other has finished.  What a helper compiles is exactly what the
+compile the same entry point's callees into the same cache: the calling process works
+through the call tree from its first callee, a helper from a point further on (chosen from
+the recorded compile times so that both have as much to do), and each finds in the cache
+what the other has finished.  What a helper compiles is exactly what the
 calling process would compile; the cache holds the same machine code either way, so results
 are the same bit for bit.  When the entry point is compiled the helpers are stopped.
 
@@ -51,7 +52,7 @@ MAX_WORKERS = 3
 MIN_PLAN_SECONDS = 2.0
 #: the recorded call trees
 PLAN_FILE = pathlib.Path(_kernels.__file__).with_name("compile_plan.json")
-PLAN_VERSION = 1
+PLAN_VERSION = 3
 
 _state: dict = {"plans": None, "registry": None, "in_helper": False, "pids": [], "claims": None}
 
@@ -133,9 +134,54 @@ def _registry():
 
 
 # -- plans ---------------------------------------------------------------------------------------
+class Plan:
+    """What to compile ahead for one entry point: ``callees`` in the order the calling process
+    compiles them (each after its own callees), with the seconds each took when recorded and
+    its depth in the call tree, and ``then``, the kernels the first call needs next."""
+
+    def __init__(self, callees, seconds, depths, then):
+        self.callees, self.seconds = callees, seconds
+        self.then = [item for item in then if item not in set(callees)]
+        # first[i]: where the calls below callee i begin (they come right before it)
+        self.first = []
+        for i, depth in enumerate(depths):
+            k = i
+            while k > 0 and depths[k - 1] > depth:
+                k = self.first[k - 1]
+            self.first.append(k)
+
+    def items(self):
+        """Every kernel of the plan once: the callees, then what comes next."""
+        return self.callees + self.then
+
+    def _caller_seconds(self, start):
+        """Seconds left to the caller when helpers take the callees from ``start`` on: those
+        before it, and those after it that call some before it (which only the caller can
+        build, once it has their callees)."""
+        return sum(sec for i, sec in enumerate(self.seconds) if i < start or self.first[i] < start)
+
+    def order(self, j, n):
+        """The order helper ``j`` of ``n`` works in.  The callees are cut where the caller's
+        share of the recorded time is (j + 1) / (n + 1); the helper compiles, in the caller's
+        order, the callees after the cut whose own callees are all after it too (so each is
+        ready before the caller comes to it), then what comes next, then the leaves before the
+        cut, backwards (meeting the caller if the caller is the slower)."""
+        target = sum(self.seconds) * (j + 1) / (n + 1)
+        start = min(
+            range(len(self.callees) + 1), key=lambda s: abs(self._caller_seconds(s) - target)
+        )
+        own = [c for i, c in enumerate(self.callees) if i >= start and self.first[i] >= start]
+        back = [self.callees[i] for i in reversed(range(start)) if self.first[i] == i]
+        return own + self.then + back
+
+
+def _item(entry):
+    return (str(entry[0]), tuple(str(a) for a in entry[1]))
+
+
 def _load_plans(path=None):
-    """{(entry name, argument texts): [(callee name, argument texts), ...]} from the plan file,
-    in the order a helper should compile them.  A missing or malformed file gives no plans."""
+    """{(entry name, argument texts): Plan} from the plan file (entry points recorded to
+    compile for MIN_PLAN_SECONDS or more).  A missing or malformed file gives no plans."""
     path = PLAN_FILE if path is None else path
     try:
         with open(path, encoding="utf-8") as f:
@@ -147,9 +193,12 @@ def _load_plans(path=None):
             if float(plan["seconds"]) < MIN_PLAN_SECONDS:
                 continue
             key = (str(plan["entry"]), tuple(str(a) for a in plan["args"]))
-            plans[key] = [(str(name), tuple(str(a) for a in args)) for name, args in plan["ahead"]]
+            callees = [_item(c) for c in plan["callees"]]
+            seconds = [max(0.0, float(c[2])) for c in plan["callees"]]
+            depths = [int(c[3]) for c in plan["callees"]]
+            plans[key] = Plan(callees, seconds, depths, [_item(t) for t in plan["then"]])
         return plans
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ValueError, KeyError, TypeError, IndexError):
         return {}
 
 
@@ -160,7 +209,7 @@ def plans():
 
 
 def plan_for(dispatcher, args):
-    """The callees to compile ahead for ``dispatcher`` called with numba types ``args``."""
+    """The Plan for ``dispatcher`` called with numba types ``args``, or None."""
     texts = tuple(type_text(a) for a in args)
     if None in texts:
         return None
@@ -201,17 +250,15 @@ def start(dispatcher, args):
     n = workers()
     if n == 0:
         return []
-    ahead = plan_for(dispatcher, args)
-    if not ahead or not _cache_writable(dispatcher):
+    plan = plan_for(dispatcher, args)
+    if plan is None or not plan.callees or not _cache_writable(dispatcher):
         return []
-    index = {item: i for i, item in enumerate(ahead)}
-    board = mmap.mmap(-1, len(ahead))  # anonymous and shared: forked helpers see the writes
+    items = plan.items()
+    index = {item: i for i, item in enumerate(items)}
+    board = mmap.mmap(-1, len(items))  # anonymous and shared: forked helpers see the writes
     pids = []
-    for i in range(min(n, len(ahead))):
-        # helper i starts at its own point of the list and wraps around: what another helper
-        # finished is then loaded from the cache, not compiled again
-        first = len(ahead) * i // n
-        order = [(index[item], item) for item in ahead[first:] + ahead[:first]]
+    for j in range(min(n, len(plan.callees))):
+        order = [(index[item], item) for item in plan.order(j, n)]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
             try:

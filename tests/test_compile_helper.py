@@ -98,8 +98,13 @@ def test_plan_file_names_kernels_that_exist_with_types_that_parse():
         assert plan["entry"] in registry, plan["entry"]
         for t in plan["args"]:
             H.parse_type(t)
-        assert plan["ahead"], plan["entry"]
-        for name, args in plan["ahead"]:
+        assert plan["callees"], plan["entry"]
+        for name, args, seconds, depth in plan["callees"]:
+            assert seconds >= 0 and depth >= 1
+            assert name in registry, f"{plan['entry']} plans {name}, which no longer exists"
+            for t in args:
+                H.parse_type(t)
+        for name, args in plan["then"]:
             assert name in registry, f"{plan['entry']} plans {name}, which no longer exists"
             for t in args:
                 H.parse_type(t)
@@ -132,6 +137,32 @@ def test_plans_cover_the_first_fits_of_the_readme_and_the_drop_in():
         assert used & keys, f"no plan for {H.kernel_name(dispatcher)} as fit calls it: {used}"
 
 
+def test_a_helper_takes_whole_subtrees_after_the_cut_then_leaves_towards_the_caller():
+    """Call tree: A calls k0, k1; B calls k2, k3; k4 calls nothing (post-order, the order
+    numba compiles them, with each one's own seconds; 10 s in all)."""
+    names = ["k0", "k1", "A", "k2", "k3", "B", "k4"]
+    callees = [(f"m:{n}", ("int64",)) for n in names]
+    seconds = [1.0, 1.0, 2.0, 1.0, 1.0, 2.0, 2.0]
+    depths = [2, 2, 1, 2, 2, 1, 1]
+    c = dict(zip(names, callees, strict=True))
+    nxt = ("m:next", ())
+    plan = H.Plan(callees, seconds, depths, [nxt, callees[0]])
+    assert plan.first == [0, 1, 0, 3, 4, 3, 6]
+    assert plan.items() == callees + [nxt]
+    # one helper: a cut after k1 leaves the caller k0, k1 and A (4 s; A calls k0 and k1, so
+    # only the caller can build it); the helper takes B's subtree and k4 in the caller's
+    # order, then what comes next, then the leaves before the cut, backwards
+    assert plan.order(0, 1) == [c["k2"], c["k3"], c["B"], c["k4"], nxt, c["k1"], c["k0"]]
+    for n in (1, 2, 3):
+        for j in range(n):
+            order = plan.order(j, n)
+            assert len(order) == len(set(order))  # each kernel at most once
+            for item in order:  # never a callee whose own callees lie before the cut
+                if item in callees and item not in (c["k0"], c["k1"]):
+                    i = callees.index(item)
+                    assert all(callees[k] in order for k in range(plan.first[i], i))
+
+
 def test_malformed_plan_files_give_no_plans(tmp_path):
     cases = {
         "missing.json": None,
@@ -148,7 +179,7 @@ def test_malformed_plan_files_give_no_plans(tmp_path):
 
 
 def test_short_entry_points_get_no_plan(tmp_path):
-    plan = {"entry": "m:f", "args": ["int64"], "ahead": [["m:g", ["int64"]]]}
+    plan = {"entry": "m:f", "args": ["int64"], "callees": [["m:g", ["int64"], 1.0, 1]], "then": []}
     path = tmp_path / "p.json"
     path.write_text(
         json.dumps(
@@ -166,7 +197,8 @@ def test_short_entry_points_get_no_plan(tmp_path):
 
 def _planned(monkeypatch, folder):
     """A dispatcher with a writable cache and a plan: only the setting can stop a helper."""
-    monkeypatch.setattr(H, "plan_for", lambda dispatcher, args: [("m:f", ("int64",))])
+    plan = H.Plan([("m:f", ("int64",))], [1.0], [1], [])
+    monkeypatch.setattr(H, "plan_for", lambda dispatcher, args: plan)
     dispatcher = SimpleNamespace(_cache=SimpleNamespace(cache_path=str(folder)), py_func=len)
     assert H._cache_writable(dispatcher)
     return dispatcher, ()
@@ -251,7 +283,8 @@ def test_no_helper_without_a_writable_cache(tmp_path, monkeypatch):
     """Kernels compiled in memory (no cache folder) or into a folder this process cannot
     write: a helper's work could not reach the caller, so none is started."""
     monkeypatch.setenv(H.ENV_WORKERS, "1")
-    monkeypatch.setattr(H, "plan_for", lambda dispatcher, args: [("m:f", ("int64",))])
+    plan = H.Plan([("m:f", ("int64",))], [1.0], [1], [])
+    monkeypatch.setattr(H, "plan_for", lambda dispatcher, args: plan)
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     for cache in (None, SimpleNamespace(cache_path=str(blocker))):

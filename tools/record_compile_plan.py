@@ -6,9 +6,10 @@ Each scenario (the README's main job, every warm-up group, the drop-ins' group) 
 fresh process with an empty kernel cache and the helpers off; numba's compile events give,
 for every compilation, the kernel, its argument types and the compilations nested in it.
 An entry point that compiled for MIN_PLAN_SECONDS or more gets a plan: its callees in the
-order a helper compiles them, the calling process's order reversed (callees before callers),
-then the entry points the scenario compiled next (up to FOLLOW_SECONDS of them, e.g. the
-kernels that evaluate the validation data after the first epoch), in the scenario's order.
+order the calling process compiles them, with the seconds each took (a helper starts where
+the rest of the work is as long as what comes before), then the entry points the scenario
+compiled next (up to FOLLOW_SECONDS of them, e.g. the kernels that evaluate the validation
+data after the first epoch).
 Run it after changing what a kernel calls or the types it passes; a stale plan costs speed,
 never correctness (see fastnn._compile_helper).
 """
@@ -68,23 +69,26 @@ def run_scenario(code):
     json.dump(tree.roots, sys.__stdout__)
 
 
-def ahead_order(root, reverse=True, include_root=False):
-    """The root's callees, each after its own callees, visiting calls last to first (or first
-    to last), and the root itself last when ``include_root``."""
+def post_order(root, include_root=False):
+    """The root's callees in the order numba compiles them (each after its own callees; the
+    root itself last when ``include_root``), as [name, argument texts, seconds, depth]: its own
+    seconds (its compile less its callees') and its depth in the call tree (the root's callees
+    at 1), from which a helper tells which callees lie below which."""
     out, seen = [], set()
 
-    def visit(node):
-        for child in reversed(node[3]) if reverse else node[3]:
-            visit(child)
+    def visit(node, depth):
+        for child in node[3]:
+            visit(child, depth + 1)
         key = (node[0], tuple(a or "" for a in node[1]))
         if (node is root and not include_root) or key in seen or None in node[1]:
             return
         if "<locals>" in node[0] or not node[0].startswith("fastnn."):
             return
         seen.add(key)
-        out.append([node[0], node[1]])
+        own = node[2] - sum(child[2] for child in node[3])
+        out.append([node[0], node[1], round(max(0.0, own), 3), depth])
 
-    visit(root)
+    visit(root, 0)
     return out
 
 
@@ -120,27 +124,24 @@ def main():
             if root[2] < helper.MIN_PLAN_SECONDS or None in root[1]:
                 continue
             key = (root[0], tuple(root[1]))
-            ahead = ahead_order(root)
-            followed = 0.0
+            then, followed = [], 0.0
             for later in roots[k + 1 :]:
                 if followed + later[2] > FOLLOW_SECONDS:
                     break
                 followed += later[2]
-                ahead += [
-                    item
-                    for item in ahead_order(later, reverse=False, include_root=True)
-                    if item not in ahead
-                ]
+                then += [item[:2] for item in post_order(later, include_root=True)]
             if key not in plans:
                 plans[key] = {
                     "entry": root[0],
                     "args": root[1],
                     "seconds": round(root[2], 1),
-                    "ahead": ahead,
+                    "callees": post_order(root),
+                    "then": then,
                 }
     registry = helper._registry()  # a helper finds kernels by module attribute: keep those
     for plan in plans.values():
-        plan["ahead"] = [item for item in plan["ahead"] if item[0] in registry]
+        plan["callees"] = [item for item in plan["callees"] if item[0] in registry]
+        plan["then"] = [item for item in plan["then"] if item[0] in registry]
     data = {"version": helper.PLAN_VERSION, "plans": list(plans.values())}
     with open(args.out, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=1)
