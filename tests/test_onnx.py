@@ -5,7 +5,9 @@ must equal ``model.predict`` within 1e-5 (float32), and ``onnx.checker`` must ac
 Skipped only when the optional extra (onnx, onnxruntime) is not installed.
 """
 
+import subprocess
 import sys
+import textwrap
 import warnings
 
 import numpy as np
@@ -219,3 +221,31 @@ def test_without_the_extra_export_names_it(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)  # "import onnx" raises ImportError
     with pytest.raises(ImportError, match=r"fastnn\[onnx\]"):
         fonnx.to_model(fnn.Sequential(fnn.Linear(3, 2)))
+
+
+@pytest.mark.slow
+def test_import_defers_onnx_and_registers_when_skl2onnx_is_imported():
+    """``import fastnn.onnx`` imports neither onnx nor skl2onnx (about 1 s together); the
+    drop-ins' converters are registered when skl2onnx is imported afterwards."""
+    pytest.importorskip("skl2onnx", reason="skl2onnx (the onnx extra) not installed")
+    script = textwrap.dedent(
+        """
+        import sys, warnings
+        import numpy as np
+        import fastnn.onnx as fonnx
+        from fastnn.sklearn import MLPClassifier
+        assert "onnx" not in sys.modules and "skl2onnx" not in sys.modules, "imported early"
+        X = np.random.default_rng(0).random((40, 4)).astype(np.float32)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            clf = MLPClassifier(hidden_layer_sizes=(5,), max_iter=3).fit(X, np.arange(40) % 3)
+        import skl2onnx
+        model = skl2onnx.to_onnx(clf, X[:1])
+        print(fonnx.SKL2ONNX_REGISTERED, type(model).__name__)
+        """
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=600
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["True", "ModelProto"]
