@@ -112,7 +112,10 @@ def parse_type(text):
 
 def kernel_name(dispatcher):
     """``module:qualified name`` of a dispatcher's Python function ('' when it has none)."""
-    fn = getattr(dispatcher, "py_func", None)
+    return _function_name(getattr(dispatcher, "py_func", None))
+
+
+def _function_name(fn):
     if fn is None:
         return ""
     return f"{getattr(fn, '__module__', '')}:{getattr(fn, '__qualname__', '')}"
@@ -297,8 +300,7 @@ def _wait_for_helper(py_func, sig):
     claims = _state["claims"]
     if claims is None or _state["in_helper"]:
         return
-    name = f"{getattr(py_func, '__module__', '')}:{getattr(py_func, '__qualname__', '')}"
-    i = claims[0].get((name, tuple(type_text(a) for a in sig)))
+    i = claims[0].get((_function_name(py_func), tuple(type_text(a) for a in sig)))
     if i is None:
         return
     board, pids = claims[1], claims[2]
