@@ -9,19 +9,20 @@ when a compilation of a fastnn entry point starts (a cache miss), fastnn forks h
 compile the same entry point's callees into the same cache: the calling process works
 through the call tree from its first callee, a helper from a point further on (chosen from
 the recorded compile times so that both have as much to do), and each finds in the cache
-what the other has finished.  What a helper compiles is exactly what the
-calling process would compile; the cache holds the same machine code either way, so results
-are the same bit for bit.  When the entry point is compiled the helpers are stopped.
+what the other has finished.  What a helper compiles is exactly what the calling process
+would compile; the cache holds the same machine code either way, so results are the same bit
+for bit.  The helpers stop when the call that needed them (``fit``, ``predict``, a drop-in's
+``fit``) returns, after the kernels it needs next (the validation pass, ``predict``).
 
 Which callees, with which argument types, is not known before numba types the caller, so the
 call trees of the common entry points are recorded ahead (``compile_plan.json`` next to the
-kernels; ``python -m fastnn._compile_helper`` records them again after the kernels change).  An
-entry point without a plan, a plan that no longer matches, or a helper that fails costs
-nothing but the parallelism: the calling process compiles whatever it does not find cached.
+kernels; ``python tools/record_compile_plan.py`` records them again after the kernels
+change).  An entry point without a plan, a plan that no longer matches, or a helper that fails
+costs nothing but the parallelism: the calling process compiles what it does not find cached.
 
 Helpers run where they can help and cannot harm: on Linux (``fork``; the helper inherits the
-loaded kernels and starts in milliseconds), with two or more cores, a writable cache, and
-outside MPI and Dask worker processes (whose cores are shared out already).
+loaded kernels and starts in milliseconds), with two or more cores and a writable cache; not
+beside mpi4py (fork and MPI do not mix) nor inside a Dask task (its cores are shared out).
 ``FASTNN_COMPILE_WORKERS=n`` sets the number of helpers (0 turns them off; default: one per
 core beyond the first, at most MAX_WORKERS).
 """
