@@ -6,6 +6,7 @@ parse, the signatures fits use today); the subprocess tests run a first drop-in 
 interpreters with empty caches, with and without a helper, and compare the results bit for bit.
 """
 
+import importlib.util
 import json
 import mmap
 import os
@@ -15,6 +16,7 @@ import textwrap
 import threading
 import time
 import warnings
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -353,3 +355,29 @@ def test_no_helpers_by_default_in_mpi_ranks_and_dask_tasks(monkeypatch):
     monkeypatch.setattr(H, "worker_threads", lambda: None)
     monkeypatch.setitem(sys.modules, "mpi4py.MPI", SimpleNamespace())
     assert H.workers() == 0
+
+
+def _recorder():
+    """tools/record_compile_plan.py, the developer's tool that writes the plan file."""
+    path = Path(__file__).resolve().parents[1] / "tools" / "record_compile_plan.py"
+    spec = importlib.util.spec_from_file_location("record_compile_plan", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_recorder_lists_callees_in_compile_order_with_own_seconds_and_depth():
+    """A recorded tree (name, argument texts, seconds including callees, callees) becomes the
+    plan's callee list: post-order, each once, own seconds, depth; kernels a helper cannot
+    find by name (overload implementations, other packages) are left out."""
+    a = "fastnn.kernels.m:"
+    leaf = [a + "leaf", ["int64"], 1.0, []]
+    inner = [a + "inner", ["int64"], 3.0, [leaf, [a + "f.<locals>.impl", ["int64"], 0.5, []]]]
+    again, other = [a + "leaf", ["int64"], 0.2, []], ["x:y", [], 1.0, []]
+    root = [a + "root", ["int64"], 10.0, [inner, again, other]]
+    out = _recorder().post_order(root)
+    assert out == [[a + "leaf", ["int64"], 1.0, 2], [a + "inner", ["int64"], 1.5, 1]]
+    plan = H.Plan([tuple((n, tuple(t))) for n, t, _, _ in out], [1.0, 1.5], [2, 1], [])
+    assert plan.first == [0, 0]
+    with_root = _recorder().post_order(root, include_root=True)
+    assert with_root[-1] == [a + "root", ["int64"], 5.8, 0]
