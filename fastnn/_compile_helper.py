@@ -55,7 +55,7 @@ MIN_PLAN_SECONDS = 2.0
 PLAN_FILE = pathlib.Path(_kernels.__file__).with_name("compile_plan.json")
 PLAN_VERSION = 3
 
-_state: dict = {"plans": None, "registry": None, "in_helper": False, "pids": [], "claims": None}
+_state: dict = {"plans": None, "in_helper": False, "pids": [], "claims": None}
 
 # Who compiles what: one byte per callee of the plan, in memory the processes share.
 FREE, CALLER, HELPER, DONE = 0, 1, 2, 3
@@ -123,17 +123,15 @@ def _function_name(fn):
 
 
 def _registry():
-    """Every fastnn kernel reachable as a module attribute, by ``kernel_name``."""
-    found = _state["registry"]
-    if found is None:
-        found = {}
-        for module_name, module in list(sys.modules.items()):
-            if not module_name.startswith("fastnn.") or module is None:
-                continue
-            for value in list(vars(module).values()):
-                if isinstance(value, Dispatcher):
-                    found.setdefault(kernel_name(value), value)
-        _state["registry"] = found
+    """Every fastnn kernel reachable as a module attribute of a module imported now, by
+    ``kernel_name`` (built on each call: a helper calls it once)."""
+    found = {}
+    for module_name, module in list(sys.modules.items()):
+        if not module_name.startswith("fastnn.") or module is None:
+            continue
+        for value in list(vars(module).values()):
+            if isinstance(value, Dispatcher):
+                found.setdefault(kernel_name(value), value)
     return found
 
 

@@ -878,6 +878,7 @@ def _run(plan, model, loss, optimizer, cbs, val, epochs, initial_epoch, shuffle,
                         if labels is not None:
                             blogs["accuracy"] = c / m
                         cbs.batch_end(b, blogs)
+                    interrupted = guard.fired
                     if dist is not None:
                         # every rank must run the same chunks and stop at the same one, so
                         # each acts on the agreed Ctrl-C and stop_training, not on its own
@@ -888,12 +889,12 @@ def _run(plan, model, loss, optimizer, cbs, val, epochs, initial_epoch, shuffle,
                         agreed[:] = dt, guard.fired, model.stop_training
                         dist.max(agreed)
                         dt = float(agreed[0])
-                        ctrl_c_agreed, model.stop_training = bool(agreed[1]), bool(agreed[2])
+                        interrupted, model.stop_training = bool(agreed[1]), bool(agreed[2])
                     chunk = max(1, min(4 * (last - b), int((last - b) * CHUNK_SECONDS / dt)))
                     b = last
                     if bar is not None:
                         bar.update(done, total / done, excluded=compile_seconds() - c0)
-                    if ctrl_c_agreed if dist is not None else guard.fired:
+                    if interrupted:
                         raise KeyboardInterrupt
                     if model.stop_training:
                         break
