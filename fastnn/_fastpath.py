@@ -17,6 +17,7 @@ import time
 import numba
 import numpy as np
 
+from fastnn.kernels import BLAS_SOURCE
 from fastnn.kernels import epoch as E
 
 from ._threads import (
@@ -271,21 +272,25 @@ class FastEpochRunner:
         if self.stats.size < E.N_STATS + 3 * chunks:
             self.stats = np.zeros(E.N_STATS + 3 * chunks, np.float64)
         if chunks > 1:
-            # in the fit's first moments, leave the cores that other threads of the process
-            # still spin on (see fastnn._threads.CONTENTION_WINDOW); the chunks stay the same
-            threads = numba.get_num_threads()
-            now = time.perf_counter()
-            if self._started is None:
-                self._started = now
-            use = threads
-            if now - self._started < CONTENTION_WINDOW and self._step_work < CONTENTION_MAX_WORK:
-                use = free_threads(threads)
-            # (BLAS stays at one thread even then: OpenBLAS's threaded products round a few
-            # elements differently, and a fit's result must not depend on the moment)
+            # BLAS at one thread inside the parallel build (which also sends OpenBLAS's idle
+            # workers to sleep: see fastnn._openblas_wait)
             hold_blas_threads(1)
-            if use < threads:
-                numba.set_num_threads(use)
+            use = threads = numba.get_num_threads()
             try:
+                # in the fit's first moments, leave the cores that other threads of the process
+                # still spin on (see fastnn._threads.CONTENTION_WINDOW); the chunks stay the
+                # same (and BLAS at one thread: OpenBLAS's threaded products round a few
+                # elements differently, and a fit's result must not depend on the moment)
+                now = time.perf_counter()
+                if self._started is None:
+                    self._started = now
+                if (
+                    now - self._started < CONTENTION_WINDOW
+                    and self._step_work < CONTENTION_MAX_WORK
+                ):
+                    use = free_threads(threads)
+                if use < threads:
+                    numba.set_num_threads(use)
                 kernel = E.train_batches_units if self.split_units else E.train_batches_parallel
                 self._call(kernel, order, first, last, chunks)
             finally:
@@ -293,7 +298,13 @@ class FastEpochRunner:
                     numba.set_num_threads(threads)
                 release_blas_threads()
         else:
-            self._call(E.train_batches, order, first, last, 1)
+            # the serial build: BLAS's own threads run the products, in the kernels' library;
+            # any other (SciPy's) at one thread meanwhile, so its idle workers sleep
+            hold_blas_threads(1, but=BLAS_SOURCE)
+            try:
+                self._call(E.train_batches, order, first, last, 1)
+            finally:
+                release_blas_threads(but=BLAS_SOURCE)
         opt.step_count += int(self.stats[E.S_STEPS])
         self.inputs_finite = self.stats[E.S_INPUTS_FINITE] != 0
         finite = self.stats[E.S_FINITE] != 0

@@ -11,6 +11,8 @@ import time
 import numba
 from threadpoolctl import ThreadpoolController, threadpool_limits
 
+from ._openblas_wait import SHORT_TIMEOUT, timeout_cell
+
 # Below this many elements of work a kernel runs its serial build.  Measured on the 2-core
 # reference machine (serial / parallel build, us, float32, GOMP_SPINCOUNT=1000 as set below):
 # all_finite 4.6/4.2 at 16k elements, 20.7/13.8 at 64k, 64.6/40.2 at 256k; ReLU forward
@@ -37,7 +39,13 @@ OMP_SPIN_COUNT = 1000
 # 1.08x with a serial one.
 PARALLEL_MIN_WORK_FOREIGN_OMP = 1 << 25
 
-_state = {"threads": None, "limits": None, "pool_ready": False, "min_work": PARALLEL_MIN_WORK}
+_state = {
+    "threads": None,
+    "limits": None,
+    "pool_ready": False,
+    "min_work": PARALLEL_MIN_WORK,
+    "foreign_omp": False,
+}
 
 
 def _foreign_libgomp():
@@ -58,6 +66,7 @@ def _start_thread_pool():
         return
     if _foreign_libgomp():
         _state["min_work"] = max(PARALLEL_MIN_WORK, PARALLEL_MIN_WORK_FOREIGN_OMP)
+        _state["foreign_omp"] = True
         return
     os.environ["GOMP_SPINCOUNT"] = str(OMP_SPIN_COUNT)
     try:
@@ -94,12 +103,16 @@ def get_num_threads() -> int:
 
 
 def _blas_thread_controls():
-    """(path, get, set) of the thread count of every BLAS library threadpoolctl finds: OpenBLAS's
-    own C functions where the symbols are found (no Python allocation per call), the
-    threadpoolctl controller's methods otherwise.  ``path`` names the library (its file)."""
+    """(path, get, set, timeout) of every BLAS library threadpoolctl finds: ``get``/``set`` its
+    thread count through OpenBLAS's own C functions where the symbols are found (no Python
+    allocation per call), the threadpoolctl controller's methods otherwise; ``timeout`` its
+    idle workers' spin (``fastnn._openblas_wait.timeout_cell``) or None.  ``path`` names the
+    library (its file)."""
     controls = []
     for i, lib in enumerate(ThreadpoolController().select(user_api="blas").lib_controllers):
-        found = None
+        found = timeout = None
+        if lib.internal_api == "openblas" and getattr(lib, "threading_layer", None) == "pthreads":
+            timeout = timeout_cell(lib.filepath)
         if lib.internal_api == "openblas" and lib.filepath:
             try:
                 dll = ctypes.CDLL(lib.filepath)
@@ -115,7 +128,7 @@ def _blas_thread_controls():
                 found = (get, set_)
                 break
         get, set_ = found or (lib.get_num_threads, lib.set_num_threads)
-        controls.append((lib.filepath or f"#{i}", get, set_))
+        controls.append((lib.filepath or f"#{i}", get, set_, timeout))
     return tuple(controls)
 
 
@@ -137,8 +150,9 @@ def rescan_blas():
 # at once must agree: per library, the first call to hold it saves the user's count, every
 # call sets the count it needs, and the last to let go restores the saved count (a second fit
 # that saved "1" while the first held BLAS at one thread would otherwise restore 1 for good).
+# The same for OpenBLAS's spin timeout, shortened by the first hold at one thread.
 _hold_lock = threading.Lock()
-_hold: dict = {"depth": {}, "saved": {}}
+_hold: dict = {"depth": {}, "saved": {}, "timeout": {}}
 
 
 def hold_blas_threads(n=1, but=None):
@@ -146,12 +160,14 @@ def hold_blas_threads(n=1, but=None):
     threads until the matching ``release_blas_threads(but)``.  The fit kernel's parallel
     build calls BLAS from each of its own threads, with one BLAS thread each; the drop-ins'
     L-BFGS keeps SciPy's OpenBLAS (which scipy.optimize's L-BFGS-B calls) at one thread next
-    to the kernels' own BLAS.  A few C calls (4 us) and nothing allocated after the first
-    call: fit does this once per chunk of batches, and its steps are checked to allocate
-    nothing."""
+    to the kernels' own BLAS.  With ``n == 1`` the library's idle workers, which get no work
+    meanwhile, also stop spinning (``fastnn._openblas_wait``): the ones a NumPy product left
+    spinning go to sleep at once instead of holding cores for 0.1 s.  A few C calls (4 us)
+    and nothing allocated after the first call: fit does this once per chunk of batches, and
+    its steps are checked to allocate nothing."""
     with _hold_lock:
-        depth, saved = _hold["depth"], _hold["saved"]
-        for path, get, set_ in _controls():
+        depth, saved, timeouts = _hold["depth"], _hold["saved"], _hold["timeout"]
+        for path, get, set_, timeout in _controls():
             if path == but:
                 continue
             d = depth.get(path, 0)
@@ -159,14 +175,17 @@ def hold_blas_threads(n=1, but=None):
                 saved[path] = get()
             depth[path] = d + 1
             set_(n)
+            if n == 1 and timeout is not None and path not in timeouts:
+                timeouts[path] = timeout.value
+                timeout.value = SHORT_TIMEOUT
 
 
 def release_blas_threads(but=None):
     """Undo one ``hold_blas_threads(n, but)``: per library, the last holder restores the
-    count the first saved."""
+    count (and the spin timeout) the first saved."""
     with _hold_lock:
-        depth, saved = _hold["depth"], _hold["saved"]
-        for path, _, set_ in _controls():
+        depth, saved, timeouts = _hold["depth"], _hold["saved"], _hold["timeout"]
+        for path, _, set_, timeout in _controls():
             if path == but:
                 continue
             d = depth.get(path, 0)
@@ -175,6 +194,8 @@ def release_blas_threads(but=None):
             depth[path] = d - 1
             if d == 1:
                 set_(saved[path])
+                if path in timeouts:
+                    timeout.value = timeouts.pop(path)
 
 
 @contextlib.contextmanager
@@ -260,7 +281,16 @@ def usable_cores():
 
 def free_threads(threads):
     """Threads worth running now: ``threads``, or fewer when other threads of the process are
-    running on the cores (at least one)."""
+    running on the cores (at least one).
+
+    Not when numba's pool runs on another library's OpenMP (torch imported first): its own
+    workers then spin for milliseconds after each of fastnn's parallel regions (that
+    library's default spin) and would be taken for others, so that a fit ran most chunks of
+    its first 0.15 s on one thread; the spinners left by that library's own work are the
+    same pool's threads, which fastnn's next region uses, and OpenBLAS's are sent to sleep
+    by ``hold_blas_threads``."""
+    if _state["foreign_omp"]:
+        return threads
     busy = busy_threads()
     if busy == 0:
         return threads

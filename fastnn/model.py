@@ -6,6 +6,7 @@ previous stage's activation is applied in the pass that writes ``dZ @ W.T``.  Ot
 through their own ``forward``/``backward``.  All parameters live in one flat buffer.
 """
 
+import contextlib
 from collections.abc import Sequence
 
 import numpy as np
@@ -15,7 +16,7 @@ from fastnn import kernels as K
 
 from ._callback import Callback
 from ._compile import announcing
-from ._threads import pick, worker_budget
+from ._threads import blas_threads_held, pick, worker_budget
 from ._validation import check_finite, check_positive_int, check_X
 from .layers import Layer, Linear
 from .layers._base import BufferCache
@@ -28,6 +29,10 @@ from .training import fit as _fit
 #: most rows Sequential.predict runs through its small-input path (online inference, where the
 #: general path's Python overhead was most of the call)
 FAST_PREDICT_ROWS = 64
+
+#: Multiply-adds from which ``predict`` holds the other BLAS libraries at one thread (about
+#: 0.5 ms of work on the reference machine, so the hold's 8 us stay below 2%)
+QUIET_BLAS_WORK = 1 << 23
 
 
 class _DenseStage:
@@ -92,6 +97,9 @@ class Sequential(Layer):
                 i += 1
         self._stages = stages
         self._dense_only = all(isinstance(s, _DenseStage) for s in stages)
+        self._macs_per_row = sum(
+            s.linear.n_in * s.linear.n_out for s in stages if isinstance(s, _DenseStage)
+        )
         self.n_in = next((s.linear.n_in for s in stages if isinstance(s, _DenseStage)), None)
         n = self.n_in
         for layer in self.layers:
@@ -207,7 +215,14 @@ class Sequential(Layer):
         batch_size = min(batch_size, Xc.shape[0])  # 2**70 is the whole X, not a kernel error
         out = np.empty((Xc.shape[0], self.n_out), self.dtype)
         buffers = BufferCache(max_shapes=2)
-        with worker_budget():  # a Dask worker's task: its thread budget (else nothing)
+        # other BLAS libraries than the kernels' own (SciPy's, after a scikit-learn fit) get
+        # no work here: at one thread meanwhile, so their idle workers sleep instead of
+        # spinning on the cores (fastnn._openblas_wait); not worth its 8 us on small inputs
+        quiet = Xc.shape[0] * self._macs_per_row >= QUIET_BLAS_WORK
+        with (
+            worker_budget(),  # a Dask worker's task: its thread budget (else nothing)
+            blas_threads_held(1, but=K.BLAS_SOURCE) if quiet else contextlib.nullcontext(),
+        ):
             for start in range(0, Xc.shape[0], batch_size):
                 stop = min(start + batch_size, Xc.shape[0])
                 out[start:stop] = self._infer(Xc[start:stop], buffers, narrows)

@@ -387,3 +387,15 @@ def test_dropin_thread_limit_nests_with_other_calls_holds(restore_threads):
     small.__exit__(None, None, None)
     _threads.release_blas_threads()
     assert _blas_limits() == before
+
+
+def test_free_threads_trusts_the_pool_when_numba_shares_another_librarys_openmp(monkeypatch):
+    """On another library's OpenMP (torch imported first) numba's own workers spin after each
+    region and cannot be told from others: no thread is given up then; on its own OpenMP,
+    a busy thread costs one."""
+    monkeypatch.setattr(_threads, "busy_threads", lambda: 1)
+    monkeypatch.setattr(_threads, "usable_cores", lambda: 2)
+    monkeypatch.setitem(_threads._state, "foreign_omp", False)
+    assert _threads.free_threads(2) == 1
+    monkeypatch.setitem(_threads._state, "foreign_omp", True)
+    assert _threads.free_threads(2) == 2

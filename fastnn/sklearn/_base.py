@@ -242,14 +242,18 @@ class BaseMLP(BaseEstimator):
     def _threads(self, rows, units):
         """Context limiting BLAS and numba threads to ``n_threads``; when that is None, to one
         BLAS thread if the largest product of a ``rows``-row batch is below SERIAL_BLAS_WORK,
-        and otherwise to whatever is set already."""
+        and otherwise to whatever is set already for the kernels' BLAS, and one thread for
+        any other (SciPy's, which the kernels do not call: its idle workers then sleep
+        instead of spinning on the cores, see ``fastnn._openblas_wait``)."""
         n = self.n_threads
         if n is None and _state["threads"] is None:
             n = worker_threads()  # a Dask worker's task: its thread budget
         if n is None:
             work = rows * max(int(a) * int(b) for a, b in zip(units[:-1], units[1:], strict=True))
-            if work >= SERIAL_BLAS_WORK or work < BLAS_SERIAL_ANYWAY:
+            if work < BLAS_SERIAL_ANYWAY:
                 return contextlib.nullcontext()
+            if work >= SERIAL_BLAS_WORK:
+                return blas_threads_held(1, but=BLAS_SOURCE)
             # (held through fastnn's per-library holds, not threadpoolctl's save-and-restore:
             # a fit in another Python thread holding BLAS meanwhile would otherwise restore
             # this call's 1 for good)
