@@ -194,8 +194,9 @@ def release_blas_threads(but=None):
             depth[path] = d - 1
             if d == 1:
                 set_(saved[path])
-                if path in timeouts:
-                    timeout.value = timeouts.pop(path)
+                spin = timeouts.pop(path, None)
+                if spin is not None and timeout is not None:
+                    timeout.value = spin
 
 
 @contextlib.contextmanager
