@@ -39,6 +39,7 @@ import time
 import warnings
 
 from numba.core import types
+from numba.core.compiler_lock import global_compiler_lock
 from numba.core.dispatcher import Dispatcher
 
 from . import kernels as _kernels
@@ -275,6 +276,65 @@ def start(dispatcher, args):
         _state["claims"] = (index, board, pids)
     _state["pids"] = pids
     return pids
+
+
+def can_background(dispatcher, sig):
+    """Whether ``background(dispatcher, sig)`` can fork its helper here (``workers`` > 0, a
+    writable kernel cache, argument types a plan can hold)."""
+    if _state["in_helper"] or workers() == 0 or not _cache_writable(dispatcher):
+        return False
+    return None not in (type_text(t) for t in sig)
+
+
+def background(dispatcher, sig):
+    """Fork one helper that compiles ``dispatcher`` for ``sig`` (numba types) into the kernel
+    cache while the caller runs something else; returns a callable that tells whether the
+    helper has ended, or None when none started (``can_background``; fork failed).  The
+    helper ends with the thread that forked it, like the others."""
+    if not can_background(dispatcher, sig):
+        return None
+    item = (kernel_name(dispatcher), tuple(type_text(t) for t in sig))
+    board = mmap.mmap(-1, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+        try:
+            pid = os.fork()
+        except OSError:
+            return None
+    if pid == 0:
+        _helper([(0, item)], board)  # never returns
+    threading.Thread(target=_reap, args=([pid],), daemon=True).start()
+    return lambda: board[0] == DONE or not _alive(pid)
+
+
+def _alive(pid):
+    """True while the process ``pid`` (a child of this one) has not been reaped."""
+    try:
+        os.kill(pid, 0)
+    except OSError:
+        return False
+    return True
+
+
+def cached(dispatcher, sig):
+    """Whether ``dispatcher`` has a build for ``sig``: compiled in this process, or in the
+    kernel cache, from which it is then loaded (what its next call would do)."""
+    sig = tuple(sig)
+    with global_compiler_lock:
+        if sig in dispatcher.overloads:
+            return True
+        load = getattr(getattr(dispatcher, "_cache", None), "load_overload", None)
+        if load is None:
+            return False
+        try:
+            cres = load(sig, dispatcher.targetctx)
+        except Exception:  # an unreadable cache entry: the call compiles, as numba would
+            return False
+        if cres is None:
+            return False
+        dispatcher.targetctx.insert_user_function(cres.entry_point, cres.fndesc, [cres.library])
+        dispatcher.add_overload(cres)
+        return True
 
 
 def last_helpers():

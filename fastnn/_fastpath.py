@@ -20,6 +20,7 @@ import numpy as np
 from fastnn.kernels import BLAS_SOURCE
 from fastnn.kernels import epoch as E
 
+from ._compile_helper import background, cached, can_background
 from ._threads import (
     CONTENTION_WINDOW,
     free_threads,
@@ -32,6 +33,16 @@ from .losses import MSELoss, SoftmaxCrossEntropy
 from .optim import SGD, Adam, AdamW
 
 ENABLED = os.environ.get("FASTNN_FASTPATH", "1") != "0"
+
+#: (parallel fit kernel, signature) that a helper process is compiling: a callable that says
+#: whether it has ended (``_compile_helper.background``), _PENDING until it starts
+_BACKGROUND: dict = {}
+_PENDING = object()
+
+
+def _no_helper():  # none could start: the next call compiles the parallel build itself
+    return True
+
 
 #: Parallel steps: the parallel builds of ``train_batches`` split each step across the threads,
 #: with BLAS single-threaded inside; otherwise the serial build runs with BLAS's own threads.
@@ -230,6 +241,7 @@ class FastEpochRunner:
         self.stats = np.zeros(E.N_STATS + 3, np.float64)
         self._chunks = [0, 1]  # a thread count and its chunks per step
         self._started = None  # when run was first called (the contention window's start)
+        self._ready = set()  # parallel builds compiled or loaded (_parallel_build)
         self._step_work = min(batch_size, n) * sum(
             a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True)
         )
@@ -291,8 +303,15 @@ class FastEpochRunner:
                     use = free_threads(threads)
                 if use < threads:
                     numba.set_num_threads(use)
-                kernel = E.train_batches_units if self.split_units else E.train_batches_parallel
-                self._call(kernel, order, first, last, chunks)
+                args = self._args(order, first, last, chunks)
+                if self.split_units:
+                    parallel, serial = E.train_batches_units, E.train_batches_units_serial
+                else:
+                    parallel, serial = E.train_batches_parallel, E.train_batches
+                kernel, sig, start_helper = self._parallel_build(parallel, serial, args)
+                kernel(*args)
+                if start_helper:
+                    _BACKGROUND[(parallel, sig)] = background(parallel, sig) or _no_helper
             finally:
                 if use < threads:
                     numba.set_num_threads(threads)
@@ -310,9 +329,9 @@ class FastEpochRunner:
         finite = self.stats[E.S_FINITE] != 0
         return float(self.stats[E.S_LOSS]), int(self.stats[E.S_CORRECT]), bool(finite)
 
-    def _call(self, kernel, order, first, last, chunks, batch=None):
-        opt = self.optimizer
-        kernel(
+    def _args(self, order, first, last, chunks, batch=None):
+        """The fit kernel's arguments for batches ``first..last-1`` in ``chunks`` chunks."""
+        return (
             self.X,
             self.y,
             self.T,
@@ -329,7 +348,7 @@ class FastEpochRunner:
             self.loss_kind,
             self.opt_kind,
             self.hyper,
-            opt.step_count,
+            self.optimizer.step_count,
             self.params,
             self.grads,
             self.state1,
@@ -341,6 +360,35 @@ class FastEpochRunner:
             chunks,
             self.feature_major,
         )
+
+    def _call(self, kernel, order, first, last, chunks, batch=None):
+        kernel(*self._args(order, first, last, chunks, batch))
+
+    def _parallel_build(self, parallel, serial, args):
+        """``parallel`` (a parallel build of the fit kernel), or while a helper process
+        compiles it into the kernel cache (cold cache: a parallel driver's own compile is
+        14-21 s of LLVM work on one core), ``serial``, the serial build of the same body, with
+        the same chunks: the same operations in the same order, so the parameters are
+        bit-identical, on one core instead of all.  Returns (kernel, signature, whether the
+        helper should start after this call: the serial build and the callees both builds
+        share are compiled by then, so the helper compiles only the parallel build's own
+        code)."""
+        if parallel in self._ready:
+            return parallel, None, False
+        sig = tuple(parallel.typeof_pyval(a) for a in args)
+        done = _BACKGROUND.get((parallel, sig))
+        if done is None:
+            if cached(parallel, sig) or not can_background(parallel, sig):
+                self._ready.add(parallel)
+                return parallel, sig, False
+            _BACKGROUND[(parallel, sig)] = _PENDING
+            return serial, sig, True
+        if done is _PENDING or not done():
+            return serial, sig, False
+        del _BACKGROUND[(parallel, sig)]
+        cached(parallel, sig)  # load what the helper left (if it failed, the call compiles)
+        self._ready.add(parallel)
+        return parallel, sig, False
 
 
 class FastDistributedRunner(FastEpochRunner):

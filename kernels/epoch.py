@@ -73,7 +73,7 @@ import numpy as np
 from numba import prange
 
 from ._blas import gemm
-from ._config import njit, njit_inline, njit_parallel, twin
+from ._config import njit, njit_inline, twin
 from ._intrinsics import borrowed, prefetch, vexp
 from .activations import IDENTITY, activate, activate_inplace, mask_inplace
 from .data import all_finite
@@ -879,7 +879,9 @@ def _train_batches_units(
         stats[S_STEPS] += 1.0
 
 
-train_batches_units = njit_parallel(_train_batches_units)
+# (the serial build stands in for the parallel one while a helper compiles it: see
+# fastnn._fastpath.FastEpochRunner._parallel_build)
+train_batches_units_serial, train_batches_units = twin(_train_batches_units)
 
 
 def workspace_layout(sizes, batch, n):

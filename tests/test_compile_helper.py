@@ -281,6 +281,66 @@ def test_a_helper_compiles_callees_and_the_fit_is_bit_identical(tmp_path):
     assert again["coefs"] == alone["coefs"]
 
 
+STAND_IN = textwrap.dedent(
+    """
+    import json, time
+    import numpy as np
+    import fastnn as fnn
+    from fastnn import _fastpath
+    from fastnn.kernels import epoch as E
+
+    used = []
+    real = _fastpath.FastEpochRunner._parallel_build
+    def spy(self, parallel, serial, args):
+        out = real(self, parallel, serial, args)
+        used.append("parallel" if out[0] is E.train_batches_parallel else "serial")
+        return out
+    _fastpath.FastEpochRunner._parallel_build = spy
+    _fastpath.chunks_for = lambda *args: 2
+    fnn.set_num_threads(2)
+
+    def fit():
+        rng = np.random.default_rng(0)
+        X = rng.standard_normal((512, 20)).astype(np.float32)
+        y = rng.integers(0, 4, 512)
+        model = fnn.Sequential(fnn.Linear(20, 32, seed=0), fnn.ReLU(), fnn.Linear(32, 4, seed=1))
+        opt = fnn.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        model.fit(X, y, loss=fnn.SoftmaxCrossEntropy(), optimizer=opt, epochs=3, seed=0,
+                  verbose=0)
+        return [p.data.tolist() for p in model.parameters()]
+
+    first = fit()
+    first_used = list(used)
+    deadline = time.time() + 600
+    while _fastpath._BACKGROUND and time.time() < deadline:  # the helper's compile
+        key, done = next(iter(_fastpath._BACKGROUND.items()))
+        if done is not _fastpath._PENDING and done():
+            break
+        time.sleep(0.1)
+    used.clear()
+    second = fit()
+    print(json.dumps({"first": first_used, "second": used, "same": first == second}))
+    """
+)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="helpers need Linux's fork")
+def test_a_cold_data_parallel_fit_runs_the_serial_build_until_a_helper_compiled_it(tmp_path):
+    """Empty kernel cache: the first data-parallel fit runs the serial build of the same body
+    while a helper compiles the parallel build; a fit after the helper ended loads and runs
+    the parallel build, and both give the same parameters bit for bit."""
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), H.ENV_WORKERS: "1"}
+    out = subprocess.run(
+        [sys.executable, "-c", STAND_IN], env=env, capture_output=True, text=True, timeout=900
+    )
+    assert out.returncode == 0, out.stderr
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["first"][0] == "serial", got
+    assert got["second"] and set(got["second"]) == {"parallel"}, got
+    assert got["same"]
+
+
 def test_no_helper_without_a_writable_cache(tmp_path, monkeypatch):
     """Kernels compiled in memory (no cache folder) or into a folder this process cannot
     write: a helper's work could not reach the caller, so none is started."""

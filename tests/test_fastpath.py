@@ -430,3 +430,89 @@ def test_build_choice():
     for sizes, batch, threads, expected in cases:
         got = (_fastpath.chunks_for(sizes, batch, 10**5, threads), _fastpath.units_split_for(sizes))
         assert got == expected, (sizes, batch, threads)
+
+
+# -- a cold cache: the serial build stands in while a helper compiles the parallel one ----------
+
+
+def _stand_in_fit(monkeypatch, ready_after, loss="xent", units=False):
+    """A fit on a parallel build (2 chunks per step, 2 threads; data-parallel, or split by
+    units) whose parallel build "is being compiled by a helper" until ``ready_after`` checks
+    have been made (None: it is ready from the start); returns the parameters and the
+    kernels each chunk ran."""
+    checks = []
+
+    def fake_background(dispatcher, sig):
+        return lambda: len(checks) > ready_after
+
+    real = _fastpath.FastEpochRunner._parallel_build
+    used = []
+
+    def spy(self, parallel, serial, args):
+        checks.append(1)
+        kernel, sig, start = real(self, parallel, serial, args)
+        used.append(kernel)
+        return kernel, sig, start
+
+    monkeypatch.setattr(_fastpath, "chunks_for", lambda *args: 2)
+    monkeypatch.setattr(_fastpath, "units_split_for", lambda sizes: units)
+    monkeypatch.setattr(_fastpath, "cached", lambda dispatcher, sig: ready_after is None)
+    monkeypatch.setattr(_fastpath, "can_background", lambda dispatcher, sig: True)
+    monkeypatch.setattr(_fastpath, "background", fake_background)
+    monkeypatch.setattr(_fastpath.FastEpochRunner, "_parallel_build", spy)
+    monkeypatch.setattr(_fastpath, "_BACKGROUND", {})
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((700, 24)).astype(np.float32)
+    model = fnn.Sequential(
+        fnn.Linear(24, 40, seed=0), fnn.Tanh(), fnn.Linear(40, 36, seed=2), fnn.ReLU(),
+        fnn.Linear(36, 5, seed=1),
+    )  # fmt: skip
+    if loss == "xent":
+        y, lossfn = rng.integers(0, 5, 700), fnn.SoftmaxCrossEntropy()
+    else:
+        y, lossfn = rng.standard_normal((700, 5)).astype(np.float32), fnn.MSELoss()
+    opt = fnn.Adam(model.parameters(), lr=1e-2)
+    before = fnn.get_num_threads()
+    fnn.set_num_threads(2)
+    try:
+        model.fit(X, y, loss=lossfn, optimizer=opt, epochs=6, batch_size=64, seed=3, verbose=0)
+    finally:
+        fnn.set_num_threads(before)
+    return [p.data.copy() for p in model.parameters()], used
+
+
+@pytest.mark.parametrize(
+    "loss,units,parallel,serial",
+    [
+        ("xent", False, E.train_batches_parallel, E.train_batches),
+        ("mse", False, E.train_batches_parallel, E.train_batches),
+        ("xent", True, E.train_batches_units, E.train_batches_units_serial),
+        ("mse", True, E.train_batches_units, E.train_batches_units_serial),
+    ],
+    ids=["rows-xent", "rows-mse", "units-xent", "units-mse"],
+)
+def test_serial_stand_in_gives_the_parallel_builds_parameters_bit_for_bit(
+    monkeypatch, loss, units, parallel, serial
+):
+    """Chunks run by the serial build (same body, same chunks) while the parallel build "is
+    compiled", then by the parallel build: the parameters equal those of a fit that ran the
+    parallel build throughout, bit for bit."""
+    ran_parallel, used_p = _stand_in_fit(monkeypatch, None, loss, units)
+    assert used_p and all(k is parallel for k in used_p)
+    mixed, used_m = _stand_in_fit(monkeypatch, 2, loss, units)
+    assert used_m[0] is serial and used_m[-1] is parallel
+    for a, b in zip(ran_parallel, mixed, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_no_stand_in_without_a_helper(monkeypatch):
+    """Where no helper can compile it (helpers off, read-only cache), the parallel build runs
+    from the first chunk, as before."""
+    monkeypatch.setattr(_fastpath, "can_background", lambda dispatcher, sig: False)
+    monkeypatch.setattr(_fastpath, "cached", lambda dispatcher, sig: False)
+    monkeypatch.setattr(_fastpath, "_BACKGROUND", {})
+    runner = _fastpath.FastEpochRunner.__new__(_fastpath.FastEpochRunner)
+    runner._ready = set()
+    args = (np.zeros((2, 2), np.float32), 1)
+    kernel, _, start = runner._parallel_build(E.train_batches_parallel, E.train_batches, args)
+    assert kernel is E.train_batches_parallel and not start
