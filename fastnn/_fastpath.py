@@ -34,6 +34,10 @@ from .optim import SGD, Adam, AdamW
 
 ENABLED = os.environ.get("FASTNN_FASTPATH", "1") != "0"
 
+#: Run the serial build while a helper compiles a parallel one (``_parallel_build``).
+#: ``fastnn.warmup`` and the benchmarks switch it off: they want the parallel build itself.
+STAND_IN = True
+
 #: (parallel fit kernel, signature) that a helper process is compiling: a callable that says
 #: whether it has ended (``_compile_helper.background``), _PENDING until it starts
 _BACKGROUND: dict = {}
@@ -378,7 +382,7 @@ class FastEpochRunner:
         sig = tuple(parallel.typeof_pyval(a) for a in args)
         done = _BACKGROUND.get((parallel, sig))
         if done is None:
-            if cached(parallel, sig) or not can_background(parallel, sig):
+            if not STAND_IN or cached(parallel, sig) or not can_background(parallel, sig):
                 self._ready.add(parallel)
                 return parallel, sig, False
             _BACKGROUND[(parallel, sig)] = _PENDING

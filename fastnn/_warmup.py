@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
+from . import _fastpath
 from ._compile import compile_seconds, silenced
 from ._fastpath import units_split_for
 from ._threads import get_num_threads
@@ -160,10 +161,14 @@ def warmup(
     The fits inside print no ``fastnn: compiling ...`` notice: ``progress`` reports instead.
     """
     t0 = time.perf_counter()
-    for name, run in groups(all=bool(all)):
-        g0, c0 = time.perf_counter(), compile_seconds()
-        with silenced():
-            run()
-        if progress is not None:
-            progress(name, time.perf_counter() - g0, compile_seconds() - c0)
+    stand_in, _fastpath.STAND_IN = _fastpath.STAND_IN, False  # compile the parallel builds
+    try:
+        for name, run in groups(all=bool(all)):
+            g0, c0 = time.perf_counter(), compile_seconds()
+            with silenced():
+                run()
+            if progress is not None:
+                progress(name, time.perf_counter() - g0, compile_seconds() - c0)
+    finally:
+        _fastpath.STAND_IN = stand_in
     return time.perf_counter() - t0

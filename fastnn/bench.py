@@ -34,7 +34,7 @@ import warnings
 import numpy as np
 
 import fastnn as fnn
-from fastnn import distributed
+from fastnn import _fastpath, distributed
 
 from ._table import print_table
 from .bench_latency import DEFAULT_CALLS as LATENCY_CALLS
@@ -402,7 +402,10 @@ def interleaved(runs, repeats, warmup=1, pause=PAUSE_SECONDS, before=None):
 
 
 def set_threads(threads):
-    """Same thread count for numba, every BLAS pool (threadpoolctl) and torch."""
+    """Same thread count for numba, every BLAS pool (threadpoolctl) and torch.  Also makes
+    fastnn's fits compile their parallel builds on the spot (no serial stand-in while a helper
+    compiles them): the bench times the builds themselves."""
+    _fastpath.STAND_IN = False
     try:
         import torch
 

@@ -14,7 +14,7 @@ from fastnn.kernels import epoch as E
 from reference import activation, dense_forward, one_hot
 
 import fastnn as fnn
-from fastnn import _fastpath
+from fastnn import _fastpath, _warmup
 from fastnn.training import EpochRunner, make_runner
 
 RELU, TANH, LEAKY, SIGMOID, IDENT = 1, 4, 2, 3, 0
@@ -516,3 +516,23 @@ def test_no_stand_in_without_a_helper(monkeypatch):
     args = (np.zeros((2, 2), np.float32), 1)
     kernel, _, start = runner._parallel_build(E.train_batches_parallel, E.train_batches, args)
     assert kernel is E.train_batches_parallel and not start
+
+
+def test_warmup_compiles_parallel_builds_without_a_stand_in(monkeypatch):
+    """``fastnn.warmup`` is there to fill the cache, parallel builds included: its fits run
+    with the stand-in off, which it turns back on afterwards (also when a group raises)."""
+    seen = []
+
+    def group():
+        seen.append(_fastpath.STAND_IN)
+
+    def failing():
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(_warmup, "groups", lambda all=False: [("g", group)])
+    fnn.warmup()
+    assert seen == [False] and _fastpath.STAND_IN is True
+    monkeypatch.setattr(_warmup, "groups", lambda all=False: [("g", failing)])
+    with pytest.raises(RuntimeError):
+        fnn.warmup()
+    assert _fastpath.STAND_IN is True

@@ -67,11 +67,15 @@ FIT_SAMPLES = {
 
 
 def set_threads(n=None):
-    """Use ``n`` (default :data:`THREADS`) threads for numba and BLAS; return the count set."""
+    """Use ``n`` (default :data:`THREADS`) threads for numba and BLAS; return the count set.
+    Fits compile their parallel builds on the spot (no serial stand-in while a helper
+    compiles them, ``fastnn._fastpath.STAND_IN``): the benchmarks time the builds."""
     n = THREADS if n is None else n
     try:
         import fastnn
+        from fastnn import _fastpath
 
+        _fastpath.STAND_IN = False  # (an attribute nobody reads on older commits)
         fastnn.set_num_threads(n)
     except (ImportError, AttributeError):
         import numba
