@@ -313,7 +313,12 @@ class FastEpochRunner:
                 else:
                     parallel, serial = E.train_batches_parallel, E.train_batches
                 kernel, sig, start_helper = self._parallel_build(parallel, serial, args)
-                kernel(*args)
+                try:
+                    kernel(*args)
+                except BaseException:
+                    if start_helper:  # (Ctrl-C, say) the next fit decides again
+                        del _BACKGROUND[(parallel, sig)]
+                    raise
                 if start_helper:
                     _BACKGROUND[(parallel, sig)] = background(parallel, sig) or _no_helper
             finally:

@@ -536,3 +536,38 @@ def test_warmup_compiles_parallel_builds_without_a_stand_in(monkeypatch):
     with pytest.raises(RuntimeError):
         fnn.warmup()
     assert _fastpath.STAND_IN is True
+
+
+def test_an_interrupted_first_stand_in_chunk_leaves_nothing_pending(monkeypatch):
+    """Ctrl-C in the first chunk run by the serial stand-in: no helper is started and nothing
+    stays pending, so a later fit decides again (and does not run the stand-in forever)."""
+    started = []
+    monkeypatch.setattr(_fastpath, "chunks_for", lambda *args: 2)
+    monkeypatch.setattr(_fastpath, "cached", lambda dispatcher, sig: False)
+    monkeypatch.setattr(_fastpath, "can_background", lambda dispatcher, sig: True)
+    monkeypatch.setattr(_fastpath, "background", lambda d, s: started.append(1) or (lambda: True))
+    monkeypatch.setattr(_fastpath, "_BACKGROUND", {})
+    runner = _fastpath.FastEpochRunner.__new__(_fastpath.FastEpochRunner)
+    runner._ready = set()
+    args = (np.zeros((2, 2), np.float32), 1)
+    kernel, sig, start = runner._parallel_build(E.train_batches_parallel, E.train_batches, args)
+    assert kernel is E.train_batches and start
+    assert _fastpath._BACKGROUND  # pending until the chunk returns
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(E, "train_batches", interrupted)
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((256, 8)).astype(np.float32)
+    y = rng.integers(0, 3, 256)
+    model = fnn.Sequential(fnn.Linear(8, 16, seed=0), fnn.ReLU(), fnn.Linear(16, 3, seed=1))
+    monkeypatch.setattr(_fastpath, "_BACKGROUND", {})
+    before = fnn.get_num_threads()
+    fnn.set_num_threads(2)
+    try:
+        model.fit(X, y, loss=fnn.SoftmaxCrossEntropy(), optimizer=fnn.SGD(model.parameters(),
+                  lr=0.1), epochs=1, batch_size=64, verbose=0)  # fmt: skip
+    finally:
+        fnn.set_num_threads(before)
+    assert _fastpath._BACKGROUND == {} and started == []
