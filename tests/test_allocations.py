@@ -29,6 +29,7 @@ import numpy as np
 import pytest
 
 import fastnn as fnn
+from fastnn import _fastpath
 from fastnn._threads import CONTENTION_WINDOW
 from fastnn.training import EpochRunner, make_runner
 
@@ -123,7 +124,10 @@ KINDS = ["fit-runner", "layer-runner", "softmax-ce-adam", "mse-adamw", "manual"]
 
 
 @pytest.mark.parametrize("kind", KINDS)
-def test_training_step_allocates_no_arrays(kind):
+def test_training_step_allocates_no_arrays(kind, monkeypatch):
+    # steady state: the parallel build itself, not the serial stand-in a cold cache runs for
+    # a few seconds while a helper compiles it (fastnn._fastpath.STAND_IN)
+    monkeypatch.setattr(_fastpath, "STAND_IN", False)
     step, n_batches = _manual() if kind == "manual" else _runner(kind)
     worst, growth = _measure(step, n_batches)
     assert worst < STEP_PEAK_LIMIT, f"a step allocated {worst} bytes at its peak"

@@ -454,6 +454,7 @@ def _stand_in_fit(monkeypatch, ready_after, loss="xent", units=False):
         used.append(kernel)
         return kernel, sig, start
 
+    monkeypatch.setattr(_fastpath, "STAND_IN", True)  # (the bench's and asv's tests turn it off)
     monkeypatch.setattr(_fastpath, "chunks_for", lambda *args: 2)
     monkeypatch.setattr(_fastpath, "units_split_for", lambda sizes: units)
     monkeypatch.setattr(_fastpath, "cached", lambda dispatcher, sig: ready_after is None)
@@ -529,6 +530,7 @@ def test_warmup_compiles_parallel_builds_without_a_stand_in(monkeypatch):
     def failing():
         raise RuntimeError("boom")
 
+    monkeypatch.setattr(_fastpath, "STAND_IN", True)
     monkeypatch.setattr(_warmup, "groups", lambda all=False: [("g", group)])
     fnn.warmup()
     assert seen == [False] and _fastpath.STAND_IN is True
@@ -542,6 +544,7 @@ def test_an_interrupted_first_stand_in_chunk_leaves_nothing_pending(monkeypatch)
     """Ctrl-C in the first chunk run by the serial stand-in: no helper is started and nothing
     stays pending, so a later fit decides again (and does not run the stand-in forever)."""
     started = []
+    monkeypatch.setattr(_fastpath, "STAND_IN", True)
     monkeypatch.setattr(_fastpath, "chunks_for", lambda *args: 2)
     monkeypatch.setattr(_fastpath, "cached", lambda dispatcher, sig: False)
     monkeypatch.setattr(_fastpath, "can_background", lambda dispatcher, sig: True)
