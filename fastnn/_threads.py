@@ -286,7 +286,7 @@ def free_threads(threads):
 
     Not when numba's pool runs on another library's OpenMP (torch imported first): its own
     workers then spin for milliseconds after each of fastnn's parallel regions (that
-    library's default spin) and would be taken for others, so that a fit ran most chunks of
+    library's default spin) and would be taken for others, so that a fit ran half the chunks of
     its first 0.15 s on one thread; the spinners left by that library's own work are the
     same pool's threads, which fastnn's next region uses, and OpenBLAS's are sent to sleep
     by ``hold_blas_threads``."""
