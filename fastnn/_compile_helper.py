@@ -261,21 +261,29 @@ def start(dispatcher, args):
     board = mmap.mmap(-1, len(items))  # anonymous and shared: forked helpers see the writes
     pids = []
     for j in range(min(n, len(plan.callees))):
-        order = [(index[item], item) for item in plan.order(j, n)]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
-            try:
-                pid = os.fork()
-            except OSError:
-                break
-        if pid == 0:
-            _helper(order, board)  # never returns
+        pid = _fork_helper([(index[item], item) for item in plan.order(j, n)], board)
+        if pid is None:
+            break
         pids.append(pid)
     if pids:
         threading.Thread(target=_reap, args=(pids,), daemon=True).start()
         _state["claims"] = (index, board, pids)
     _state["pids"] = pids
     return pids
+
+
+def _fork_helper(order, board):
+    """Fork a helper that compiles ``order`` (see ``_helper``); its process id, or None when
+    the fork failed.  The child never returns from here."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
+        try:
+            pid = os.fork()
+        except OSError:
+            return None
+    if pid == 0:
+        _helper(order, board)  # never returns
+    return pid
 
 
 def can_background(dispatcher, sig):
@@ -295,14 +303,9 @@ def background(dispatcher, sig):
         return None
     item = (kernel_name(dispatcher), tuple(type_text(t) for t in sig))
     board = mmap.mmap(-1, 1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)  # fork with threads (3.12+)
-        try:
-            pid = os.fork()
-        except OSError:
-            return None
-    if pid == 0:
-        _helper([(0, item)], board)  # never returns
+    pid = _fork_helper([(0, item)], board)
+    if pid is None:
+        return None
     threading.Thread(target=_reap, args=([pid],), daemon=True).start()
     return lambda: board[0] == DONE or not _alive(pid)
 

@@ -307,20 +307,7 @@ class FastEpochRunner:
                     use = free_threads(threads)
                 if use < threads:
                     numba.set_num_threads(use)
-                args = self._args(order, first, last, chunks)
-                if self.split_units:
-                    parallel, serial = E.train_batches_units, E.train_batches_units_serial
-                else:
-                    parallel, serial = E.train_batches_parallel, E.train_batches
-                kernel, sig, start_helper = self._parallel_build(parallel, serial, args)
-                try:
-                    kernel(*args)
-                except BaseException:
-                    if start_helper:  # (Ctrl-C, say) the next fit decides again
-                        del _BACKGROUND[(parallel, sig)]
-                    raise
-                if start_helper:
-                    _BACKGROUND[(parallel, sig)] = background(parallel, sig) or _no_helper
+                self._run_parallel(self._args(order, first, last, chunks))
             finally:
                 if use < threads:
                     numba.set_num_threads(threads)
@@ -372,6 +359,24 @@ class FastEpochRunner:
 
     def _call(self, kernel, order, first, last, chunks, batch=None):
         kernel(*self._args(order, first, last, chunks, batch))
+
+    def _run_parallel(self, args):
+        """The parallel build of the fit kernel (data-parallel or split by units) on ``args``,
+        or its serial stand-in (``_parallel_build``), starting the helper that compiles the
+        parallel build once the stand-in's first call has returned."""
+        if self.split_units:
+            parallel, serial = E.train_batches_units, E.train_batches_units_serial
+        else:
+            parallel, serial = E.train_batches_parallel, E.train_batches
+        kernel, sig, start_helper = self._parallel_build(parallel, serial, args)
+        try:
+            kernel(*args)
+        except BaseException:
+            if start_helper:  # (Ctrl-C, say) the next fit decides again
+                del _BACKGROUND[(parallel, sig)]
+            raise
+        if start_helper:
+            _BACKGROUND[(parallel, sig)] = background(parallel, sig) or _no_helper
 
     def _parallel_build(self, parallel, serial, args):
         """``parallel`` (a parallel build of the fit kernel), or while a helper process
