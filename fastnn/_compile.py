@@ -112,7 +112,7 @@ def enabled():
 
 def cache_folder():
     """The folder numba caches fastnn's kernels in, or None when caching is off."""
-    cache = getattr(_epoch.train_batches, "_cache", None)
+    cache = getattr(_epoch.train_batches.jit, "_cache", None)
     return getattr(cache, "cache_path", None)
 
 

@@ -124,13 +124,16 @@ def _function_name(fn):
 
 
 def _registry():
-    """Every fastnn kernel reachable as a module attribute of a module imported now, by
-    ``kernel_name`` (built on each call: a helper calls it once)."""
+    """Every fastnn kernel reachable as a module attribute of a module imported now (or as the
+    ``jit`` of one: the fit kernels, ``kernels.epoch.Driver``), by ``kernel_name`` (built on
+    each call: a helper calls it once)."""
     found = {}
     for module_name, module in list(sys.modules.items()):
         if not module_name.startswith("fastnn.") or module is None:
             continue
         for value in list(vars(module).values()):
+            if not isinstance(value, Dispatcher):
+                value = getattr(value, "jit", None)
             if isinstance(value, Dispatcher):
                 found.setdefault(kernel_name(value), value)
     return found

@@ -246,6 +246,7 @@ class FastEpochRunner:
         self._chunks = [0, 1]  # a thread count and its chunks per step
         self._started = None  # when run was first called (the contention window's start)
         self._ready = set()  # parallel builds compiled or loaded (_parallel_build)
+        self._pointers = {}  # fit kernel: its passes' addresses (_invoke)
         self._step_work = min(batch_size, n) * sum(
             a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True)
         )
@@ -358,7 +359,16 @@ class FastEpochRunner:
         )
 
     def _call(self, kernel, order, first, last, chunks, batch=None):
-        kernel(*self._args(order, first, last, chunks, batch))
+        self._invoke(kernel, self._args(order, first, last, chunks, batch))
+
+    def _invoke(self, driver, args, sig=None):
+        """Run the fit kernel ``driver`` (a ``kernels.epoch.Driver``) on ``args``, with its
+        passes' addresses, worked out at the runner's first call (the argument types stay)."""
+        pointers = self._pointers.get(driver)
+        if pointers is None:
+            sig = driver.signature(args) if sig is None else sig
+            pointers = self._pointers[driver] = driver.pointers(sig)
+        driver.jit(pointers, *args)
 
     def _run_parallel(self, args):
         """The parallel build of the fit kernel (data-parallel or split by units) on ``args``,
@@ -370,13 +380,13 @@ class FastEpochRunner:
             parallel, serial = E.train_batches_parallel, E.train_batches
         kernel, sig, start_helper = self._parallel_build(parallel, serial, args)
         try:
-            kernel(*args)
+            self._invoke(kernel, args)
         except BaseException:
             if start_helper:  # (Ctrl-C, say) the next fit decides again
                 del _BACKGROUND[(parallel, sig)]
             raise
         if start_helper:
-            _BACKGROUND[(parallel, sig)] = background(parallel, sig) or _no_helper
+            _BACKGROUND[(parallel, sig)] = background(parallel.jit, sig) or _no_helper
 
     def _parallel_build(self, parallel, serial, args):
         """``parallel`` (a parallel build of the fit kernel), or while a helper process
@@ -389,10 +399,10 @@ class FastEpochRunner:
         code)."""
         if parallel in self._ready:
             return parallel, None, False
-        sig = tuple(parallel.typeof_pyval(a) for a in args)
+        sig = parallel.signature(args)
         done = _BACKGROUND.get((parallel, sig))
         if done is None:
-            if not STAND_IN or cached(parallel, sig) or not can_background(parallel, sig):
+            if not STAND_IN or cached(parallel.jit, sig) or not can_background(parallel.jit, sig):
                 self._ready.add(parallel)
                 return parallel, sig, False
             _BACKGROUND[(parallel, sig)] = _PENDING
@@ -400,7 +410,7 @@ class FastEpochRunner:
         if done is _PENDING or not done():
             return serial, sig, False
         del _BACKGROUND[(parallel, sig)]
-        cached(parallel, sig)  # load what the helper left (if it failed, the call compiles)
+        cached(parallel.jit, sig)  # load what the helper left (if it failed, the call compiles)
         self._ready.add(parallel)
         return parallel, sig, False
 

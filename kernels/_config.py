@@ -98,6 +98,12 @@ def njit(fn):
     return _jit(fn, **JIT_OPTIONS)
 
 
+def njit_internal(fn):
+    """Kernel only ever called from compiled code (by address: ``_intrinsics.call_at``): no
+    wrappers for calls from Python or C are built."""
+    return _jit(fn, no_cpython_wrapper=True, no_cfunc_wrapper=True, **JIT_OPTIONS)
+
+
 def njit_inline(fn):
     """Helper inlined into its callers at numba IR level (no library of its own)."""
     return _jit(fn, inline="always", **JIT_OPTIONS)

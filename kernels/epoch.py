@@ -1,13 +1,22 @@
 """A whole run of training steps of a dense MLP in one compiled call: the fit fast path.
 
 ``train_batches`` runs batches ``first..last-1`` of a shuffled sample order.  Each step has
-two halves.  ``_rows_pass``, on rows of the batch: gather them, forward through every layer (a
-BLAS product, then one pass adding the bias and applying the activation), the loss and its
-gradient in one pass, and every layer's delta from the last to the first (the input gradient,
-a BLAS product, then one pass applying the previous activation's derivative).  Nothing in it
-mixes rows.  ``_update_pass``, on a part of the parameters: each layer's weight gradient over
-the whole batch with, at once, the optimizer's update, and the bias sums and updates.  No
-Python runs between batches.
+two halves.  The row passes, on rows of the batch: gather them (``_gather_pass``), forward
+through every layer (``_forward_pass``: a BLAS product, then one pass adding the bias and
+applying the activation), the loss and its gradient in one pass (``_loss_pass``), and every
+layer's delta from the last to the first (``_deltas_pass``: the input gradient, a BLAS
+product, then one pass applying the previous activation's derivative).  Nothing in them mixes
+rows.  ``_update_pass``, on a part of the parameters: each layer's weight gradient over the
+whole batch with, at once, the optimizer's update, and the bias sums and updates.  No Python
+runs between batches.
+
+The drivers call their passes by address (``_by_address.call_at``; a ``Driver`` hands them the
+addresses), not as numba callees: numba links a callee's code into its caller and optimises
+and generates it again there, so each driver compiled every pass a second time, the parallel
+ones once more per parallel loop (their own compile: 14 s data-parallel, 21 s split by
+units; now 2.5-3 s, and the serial driver's 3.5 s now 1 s).  The calls cost nothing
+measurable: a 4-6-8-10-3@16 step (5 us, five passes) took the same time called by address as
+with the passes linked in (ratio 0.994-1.004, paired in one process, 1 and 2 threads).
 
 Every array is flat, so one compiled signature serves every depth and width of network (one
 compilation per dtype, cached on disk).  The layer structure comes in as small integer arrays:
@@ -50,7 +59,7 @@ fit, from measurements recorded there):
   took 45x the GEMM floor instead of 1.47x; with passive OpenMP waiting, 1.91x (a wake-up per
   region); the gather alone in parallel made that epoch 1.35-1.47x slower.
 - the parallel build, data-parallel (``n_chunks`` = the thread count): each thread runs
-  ``_rows_pass`` on its chunk of the batch's rows, then ``_update_pass`` on its part of the
+  the row passes on its chunk of the batch's rows, then ``_update_pass`` on its part of the
   parameters, and BLAS runs single-threaded inside each (the caller sets it so).  There is
   one thread pool, so nothing spins against anything, every pass is parallel, each thread
   gathers its own rows (twice the memory accesses in flight), and each product is one
@@ -70,10 +79,11 @@ fit, from measurements recorded there):
 import math
 
 import numpy as np
-from numba import prange
+from numba import prange, types
 
 from ._blas import gemm
-from ._config import njit, njit_inline, twin
+from ._by_address import Driver, call_at
+from ._config import njit, njit_inline, njit_internal, twin
 from ._intrinsics import borrowed, prefetch, vexp
 from .activations import IDENTITY, activate, activate_inplace, mask_inplace
 from .data import all_finite
@@ -470,39 +480,49 @@ def _deltas_rows(k_stop, r0, r1, sizes, w_off, codes, alphas, loss_kind, fm, par
         dZ = dH
 
 
-@njit
-def _rows_pass(
-    X, y, T, order, start, r0, r1, m, batch, check, sizes, w_off, b_off, codes, alphas, loss_kind,
-    fm, params, layout, work, iwork, zero_b,
-):  # fmt: skip
-    """Everything of one step that is independent from row to row, for rows r0..r1 of the
-    batch of ``m`` rows starting at ``start`` in ``order`` (``batch`` rows in a full one):
-    gather them, forward through every layer, the loss and its gradient, and every layer's
-    delta (input gradient times the activation's derivative) down to the first.  Writes only
-    scratch (``work``, ``iwork``).  With ``fm`` every block is feature-major.
-
-    Returns (inputs finite, loss sum, correct): with ``check``, inputs finite is False when
-    a gathered value is NaN or inf, and nothing else is done."""
-    if not _gather_rows(
+@njit_internal
+def _gather_pass(X, y, T, order, start, r0, r1, batch, check, sizes, loss_kind, fm, layout, work,
+                 iwork):  # fmt: skip
+    """Gather rows r0..r1 of the batch starting at ``start`` in ``order`` (``batch`` rows in a
+    full one) with their labels or targets (``_gather_rows``).  Returns False when ``check``
+    is true and a gathered value is NaN or inf."""
+    return _gather_rows(
         X, y, T, order, start, r0, r1, batch, check, sizes, loss_kind, fm, layout, work, iwork
-    ):
-        return False, 0.0, 0
-    Y = _forward_rows(
-        0, r0, r1, sizes, w_off, b_off, codes, alphas, loss_kind, fm, params, layout, work, zero_b
     )
-    total, correct = _loss_rows(Y, r0, r1, m, sizes, codes, alphas, loss_kind, fm, layout, work,
-                                iwork)  # fmt: skip
-    if math.isfinite(total):
-        _deltas_rows(1, r0, r1, sizes, w_off, codes, alphas, loss_kind, fm, params, layout, work)
-    return True, total, correct
 
 
-@njit
+@njit_internal
+def _forward_pass(k0, r0, r1, sizes, w_off, b_off, codes, alphas, loss_kind, fm, params, layout,
+                  work, zero_b):  # fmt: skip
+    """Layers k0..L-1 forward on rows r0..r1 (``_forward_rows``)."""
+    _forward_rows(
+        k0, r0, r1, sizes, w_off, b_off, codes, alphas, loss_kind, fm, params, layout, work, zero_b
+    )
+
+
+@njit_internal
+def _loss_pass(r0, r1, m, sizes, codes, alphas, loss_kind, fm, layout, work, iwork):
+    """The loss of rows r0..r1 (of a batch of ``m``) and its gradient, the last layer's delta
+    (``_loss_rows``).  Returns (loss sum, correct)."""
+    L = sizes.shape[0] - 1
+    out_t = loss_kind == LOSS_SOFTMAX_XENT
+    Y = _activations(work, layout[L - 1], r0, r1, sizes[L], fm or out_t)
+    return _loss_rows(Y, r0, r1, m, sizes, codes, alphas, loss_kind, fm, layout, work, iwork)
+
+
+@njit_internal
+def _deltas_pass(k_stop, r0, r1, sizes, w_off, codes, alphas, loss_kind, fm, params, layout,
+                 work):  # fmt: skip
+    """The deltas of layers L-2 down to k_stop-1 on rows r0..r1 (``_deltas_rows``)."""
+    _deltas_rows(k_stop, r0, r1, sizes, w_off, codes, alphas, loss_kind, fm, params, layout, work)
+
+
+@njit_internal
 def _update_pass(
     c, n_chunks, m, sizes, w_off, b_off, loss_kind, fm, opt_kind, hyper, step, fold, params,
     grads, state1, state2, layout, work,
 ):  # fmt: skip
-    """Part ``c`` of ``n_chunks`` of a step's updates, after ``_rows_pass`` has run on every
+    """Part ``c`` of ``n_chunks`` of a step's updates, after the row passes have run on every
     row chunk of the batch of ``m`` rows: of every layer, the weight rows (input features)
     ``_span(c, n_chunks, n_in)`` get their gradient over the whole batch and the optimizer's
     update, and the biases ``_span(c, n_chunks, n_out)`` likewise.  The parts touch disjoint
@@ -561,9 +581,6 @@ def _update_pass(
 
 
 # -- split by units: the large layers' products shared out by output column -------------------
-# A column range of a block, as a 2-D view, has a run-time inner stride to numba, and the
-# elementwise loops over it do not vectorise (the units build first ran 4% slower than the
-# rows build that way); the passes below take each row's piece as a contiguous 1-D slice.
 @njit_inline
 def _row_piece(work, off, i, width, j0, j1):
     """Columns j0..j1 of row i of the (rows, width) row-major block at ``work[off]``, as a
@@ -572,7 +589,7 @@ def _row_piece(work, off, i, width, j0, j1):
     return work[s + j0 : s + j1].reshape((1, j1 - j0))
 
 
-@njit
+@njit_internal
 def _forward_units(k, c, n_chunks, m, sizes, w_off, b_off, codes, alphas, params, layout, work,
                    zero_b):  # fmt: skip
     """Part ``c`` of ``n_chunks`` of hidden layer k's forward: its units (output columns)
@@ -595,7 +612,7 @@ def _forward_units(k, c, n_chunks, m, sizes, w_off, b_off, codes, alphas, params
             bias_act(_row_piece(work, layout[k], i, n_out, j0, j1), b, code, alpha)
 
 
-@njit
+@njit_internal
 def _input_grad_units(k, c, n_chunks, m, sizes, w_off, codes, alphas, params, layout, work):
     """Part ``c`` of ``n_chunks`` of the delta of layer k - 1 (k < L - 1, a row-major one):
     its units ``_span(c, n_chunks, n_in)``, over all ``m`` rows, from layer k's delta and the
@@ -620,6 +637,39 @@ def _input_grad_units(k, c, n_chunks, m, sizes, w_off, codes, alphas, params, la
 
 
 # -- the drivers -------------------------------------------------------------------------------
+# A driver calls its passes by address (``_by_address.call_at``), so compiling it compiles its
+# own loop and nothing of the passes; a ``Driver`` hands it the addresses.  ``pass_types``
+# gives a pass's argument types as the drivers call it, from a driver's own argument types (a
+# wrong one is caught: the driver raises RuntimeError rather than call it).
+#: the drivers' arguments after ``passes``, by name
+_DRIVER_ARGS = (
+    "X y T order first last batch check sizes w_off b_off codes alphas loss opt hyper step0 "
+    "params grads state1 state2 layout work iwork stats n_chunks fm"
+).split()
+#: each pass's arguments as the drivers pass them: a driver argument's name (the zero bias is a
+#: slice of ``work``), or i64 / bool for a value the driver computes
+_PASS_ARGS = {
+    "_gather_pass": "X y T order i64 i64 i64 batch check sizes loss fm layout work iwork",
+    "_forward_pass": "i64 i64 i64 sizes w_off b_off codes alphas loss fm params layout work work",
+    "_loss_pass": "i64 i64 i64 sizes codes alphas loss fm layout work iwork",
+    "_deltas_pass": "i64 i64 i64 sizes w_off codes alphas loss fm params layout work",
+    "_update_pass": (
+        "i64 n_chunks i64 sizes w_off b_off loss fm opt hyper i64 bool params grads state1 "
+        "state2 layout work"
+    ),
+    "_forward_units": "i64 i64 n_chunks i64 sizes w_off b_off codes alphas params layout work work",
+    "_input_grad_units": "i64 i64 n_chunks i64 sizes w_off codes alphas params layout work",
+}
+
+
+def pass_types(kernel, driver_types):
+    """The argument types a driver with argument types ``driver_types`` (after ``passes``)
+    calls the pass ``kernel`` with."""
+    named = dict(zip(_DRIVER_ARGS, driver_types, strict=True))
+    named["i64"], named["bool"] = types.int64, types.boolean
+    return tuple(named[a] for a in _PASS_ARGS[kernel.py_func.__name__].split())
+
+
 @njit_inline
 def _borrow8(a, b, c, d, e, f, g, h):
     """``borrowed`` of eight arrays (see the drivers)."""
@@ -667,6 +717,7 @@ def _step_totals(part, n_chunks, stats):
 
 
 def _train_batches(
+    passes,
     X,
     y,
     T,
@@ -696,7 +747,8 @@ def _train_batches(
     feature_major,
 ):
     """Train on batches ``first..last-1`` of ``order``; write (loss sum, correct, finite, steps,
-    inputs finite) into ``stats``.
+    inputs finite) into ``stats``.  ``passes``: the addresses of ``_STEP``'s passes
+    (``Driver.pointers``; see the module docstring).
 
     X (n, n_in) inputs; y (n,) int64 labels (LOSS_SOFTMAX_XENT) or T (n, k) targets
     (LOSS_MSE; the other is an unused dummy); order (n,) the epoch's sample order; batch the
@@ -708,13 +760,12 @@ def _train_batches(
     ``workspace_layout`` (``layout``), ``iwork`` int64 scratch of ``2 * min(batch, n)``
     elements, ``stats`` float64 of ``N_STATS + 3 * n_chunks`` elements.
 
-    Each step runs as ``n_chunks`` row chunks (``_rows_pass``) and then ``n_chunks`` parts of
+    Each step runs as ``n_chunks`` row chunks (the row passes) and then ``n_chunks`` parts of
     the updates (``_update_pass``); in the parallel build each set runs across the threads,
     with BLAS single-threaded (see "Threads" in the module docstring).  The serial build
-    takes ``n_chunks = 1``.  Compiling the parallel build costs ~13 s on top of the serial
-    one's ~19 s on the reference machine (numba's parfor passes, and LLVM optimising both
-    passes again inside the two outlined loop bodies), once: both are cached on disk, and a
-    fit loads only the build it runs.
+    takes ``n_chunks = 1``.  Both builds call the same compiled passes (by address, see the
+    module docstring); each driver's own compile is 1-2.6 s on the reference machine, once:
+    everything is cached on disk, and a fit loads only the build it runs.
 
     With ``hyper[H_GRAD_ONLY]`` set, each step leaves its gradient (of the mean loss over the
     batch's rows) in ``grads`` and updates nothing: ``fit(distributed="mpi")`` runs one batch
@@ -749,10 +800,25 @@ def _train_batches(
         for ci in prange(n_chunks):
             c = np.int64(ci)
             r0, r1 = _span(c, n_chunks, m)
-            ok_c, total_c, correct_c = _rows_pass(
-                X, y, T, order, start, r0, r1, m, batch, check_inputs, sizes, w_off, b_off, codes,
-                alphas, loss_kind, feature_major, params, layout, work, iwork, zero_b,
+            ok_c = call_at(
+                passes, 0, _gather_pass, X, y, T, order, start, r0, r1, batch, check_inputs,
+                sizes, loss_kind, feature_major, layout, work, iwork,
             )  # fmt: skip
+            total_c, correct_c = 0.0, 0
+            if ok_c:
+                call_at(
+                    passes, 1, _forward_pass, np.int64(0), r0, r1, sizes, w_off, b_off, codes,
+                    alphas, loss_kind, feature_major, params, layout, work, zero_b,
+                )  # fmt: skip
+                total_c, correct_c = call_at(
+                    passes, 2, _loss_pass, r0, r1, m, sizes, codes, alphas, loss_kind,
+                    feature_major, layout, work, iwork,
+                )  # fmt: skip
+                if math.isfinite(total_c):
+                    call_at(
+                        passes, 3, _deltas_pass, np.int64(1), r0, r1, sizes, w_off, codes, alphas,
+                        loss_kind, feature_major, params, layout, work,
+                    )  # fmt: skip
             part[3 * c] = 1.0 if ok_c else 0.0
             part[3 * c + 1] = total_c
             part[3 * c + 2] = correct_c
@@ -760,17 +826,22 @@ def _train_batches(
             return
         for ci in prange(n_chunks):
             c = np.int64(ci)
-            _update_pass(
-                c, n_chunks, m, sizes, w_off, b_off, loss_kind, feature_major, opt_kind, hyper,
-                step, fold, params, grads, state1, state2, layout, work,
+            call_at(
+                passes, 4, _update_pass, c, n_chunks, m, sizes, w_off, b_off, loss_kind,
+                feature_major, opt_kind, hyper, step, fold, params, grads, state1, state2, layout,
+                work,
             )  # fmt: skip
         stats[S_STEPS] += 1.0
 
 
-train_batches, train_batches_parallel = twin(_train_batches)
+_STEP = (_gather_pass, _forward_pass, _loss_pass, _deltas_pass, _update_pass)
+train_batches, train_batches_parallel = (
+    Driver(build, _STEP, pass_types) for build in twin(_train_batches)
+)
 
 
 def _train_batches_units(
+    passes,
     X,
     y,
     T,
@@ -801,7 +872,8 @@ def _train_batches_units(
 ):
     """``train_batches`` for networks with large weight matrices, parallel: the arguments and
     the result are the same (``feature_major`` must be False: every block is row-major but
-    the softmax output layer's).
+    the softmax output layer's; ``passes`` the addresses of ``_STEP``'s passes, then of
+    ``_forward_units`` and ``_input_grad_units``).
 
     Splitting rows (``train_batches_parallel``) gives each thread all of every weight matrix
     to read in its forward and input-gradient products; at 1024x1024 that loses to OpenBLAS's
@@ -835,31 +907,32 @@ def _train_batches_units(
         for ci in prange(n_chunks):
             c = np.int64(ci)
             r0, r1 = _span(c, n_chunks, m)
-            ok_c = _gather_rows(
-                X, y, T, order, start, r0, r1, batch, check_inputs, sizes, loss_kind, False,
-                layout, work, iwork,
+            ok_c = call_at(
+                passes, 0, _gather_pass, X, y, T, order, start, r0, r1, batch, check_inputs,
+                sizes, loss_kind, feature_major, layout, work, iwork,
             )  # fmt: skip
             part[3 * c] = 1.0 if ok_c else 0.0
         for k in range(L - 1):
             for ci in prange(n_chunks):
-                _forward_units(
-                    k, np.int64(ci), n_chunks, m, sizes, w_off, b_off, codes, alphas, params,
-                    layout, work, zero_b,
+                call_at(
+                    passes, 5, _forward_units, k, np.int64(ci), n_chunks, m, sizes, w_off, b_off,
+                    codes, alphas, params, layout, work, zero_b,
                 )  # fmt: skip
         for ci in prange(n_chunks):
             c = np.int64(ci)
             r0, r1 = _span(c, n_chunks, m)
-            Y = _forward_rows(
-                L - 1, r0, r1, sizes, w_off, b_off, codes, alphas, loss_kind, False, params,
-                layout, work, zero_b,
+            call_at(
+                passes, 1, _forward_pass, L - 1, r0, r1, sizes, w_off, b_off, codes, alphas,
+                loss_kind, feature_major, params, layout, work, zero_b,
             )  # fmt: skip
-            total_c, correct_c = _loss_rows(
-                Y, r0, r1, m, sizes, codes, alphas, loss_kind, False, layout, work, iwork
-            )
+            total_c, correct_c = call_at(
+                passes, 2, _loss_pass, r0, r1, m, sizes, codes, alphas, loss_kind,
+                feature_major, layout, work, iwork,
+            )  # fmt: skip
             if math.isfinite(total_c):
-                _deltas_rows(
-                    L - 1, r0, r1, sizes, w_off, codes, alphas, loss_kind, False, params, layout,
-                    work,
+                call_at(
+                    passes, 3, _deltas_pass, L - 1, r0, r1, sizes, w_off, codes, alphas,
+                    loss_kind, feature_major, params, layout, work,
                 )  # fmt: skip
             part[3 * c + 1] = total_c
             part[3 * c + 2] = correct_c
@@ -867,21 +940,25 @@ def _train_batches_units(
             return
         for k in range(L - 2, 0, -1):
             for ci in prange(n_chunks):
-                _input_grad_units(
-                    k, np.int64(ci), n_chunks, m, sizes, w_off, codes, alphas, params, layout,
-                    work,
+                call_at(
+                    passes, 6, _input_grad_units, k, np.int64(ci), n_chunks, m, sizes, w_off,
+                    codes, alphas, params, layout, work,
                 )  # fmt: skip
         for ci in prange(n_chunks):
-            _update_pass(
-                np.int64(ci), n_chunks, m, sizes, w_off, b_off, loss_kind, False, opt_kind,
-                hyper, step, fold, params, grads, state1, state2, layout, work,
+            call_at(
+                passes, 4, _update_pass, np.int64(ci), n_chunks, m, sizes, w_off, b_off,
+                loss_kind, feature_major, opt_kind, hyper, step, fold, params, grads, state1,
+                state2, layout, work,
             )  # fmt: skip
         stats[S_STEPS] += 1.0
 
 
 # (the serial build stands in for the parallel one while a helper compiles it: see
 # fastnn._fastpath.FastEpochRunner._parallel_build)
-train_batches_units_serial, train_batches_units = twin(_train_batches_units)
+train_batches_units_serial, train_batches_units = (
+    Driver(build, (*_STEP, _forward_units, _input_grad_units), pass_types)
+    for build in twin(_train_batches_units)
+)
 
 
 def workspace_layout(sizes, batch, n):

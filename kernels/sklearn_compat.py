@@ -24,10 +24,11 @@ serial builds: the matrix products inside go to the (threaded) BLAS.
 import math
 
 import numpy as np
-from numba import prange
+from numba import prange, types
 
 from ._blas import gemm
-from ._config import njit, twin
+from ._by_address import Driver, call_at
+from ._config import njit, njit_internal, twin
 from .activations import IDENTITY, SIGMOID, activate, bias_activate, mask_inplace
 
 OUT_IDENTITY = 0
@@ -266,7 +267,7 @@ sgd_momentum_step, sgd_momentum_step_parallel = twin(_sgd_momentum_step)
 adam_step, adam_step_parallel = twin(_adam_step)
 
 
-@njit
+@njit_internal
 def _forward_backward(X, Y, sw, sw_sum, params, n_w, units, code, kind, grad, acts, deltas):
     """One batch: forward through every layer, output loss, backward into ``grad``.
 
@@ -358,8 +359,8 @@ def mlp_loss_grad(X, Y, sw, sw_sum, params, n_w, units, code, kind, alpha, grad,
     return data + 0.5 * alpha * sq / sw_sum
 
 
-@njit
-def mlp_epoch(
+def _mlp_epoch(
+    passes,
     X,
     Y,
     sw,
@@ -417,20 +418,57 @@ def mlp_epoch(
                 Yb[r, j] = Y[src, j]
             swb[r] = sw[src]
             sws += sw[src]
-        data = _forward_backward(
-            Xb, Yb, swb, sws, params, n_w, units, code, kind, grad, acts, deltas
-        )
+        data = call_at(
+            passes, 0, _forward_backward, Xb, Yb, swb, sws, params, n_w, units, code, kind, grad,
+            acts, deltas,
+        )  # fmt: skip
         l2 = alpha / sws
         if solver == SOLVER_SGD:
-            sq = sgd_momentum_step(params, grad, state1, n_w, l2, lr, momentum, nesterov)
+            sq = call_at(
+                passes, 1, sgd_momentum_step, params, grad, state1, n_w, l2, lr, momentum,
+                nesterov,
+            )  # fmt: skip
         else:
             step[0] += 1
             s = step[0]
             lr_t = lr * math.sqrt(1.0 - beta2**s) / (1.0 - beta1**s)
-            sq = adam_step(params, grad, state1, state2, n_w, l2, lr_t, beta1, beta2, epsilon)
+            sq = call_at(
+                passes, 2, adam_step, params, grad, state1, state2, n_w, l2, lr_t, beta1, beta2,
+                epsilon,
+            )  # fmt: skip
         total += (data + 0.5 * alpha * sq / sws) * m
         start = stop
     return total
+
+
+#: ``_mlp_epoch``'s arguments after ``passes``, by name
+_EPOCH_ARGS = (
+    "X Y sw idx batch_size params n_w units code kind alpha solver lr momentum nesterov beta1 "
+    "beta2 epsilon step state1 state2 grad xbuf ybuf swbuf acts deltas"
+).split()
+
+
+def _epoch_pass_types(kernel, driver_types):
+    """The argument types ``_mlp_epoch`` calls the pass ``kernel`` with (see ``Driver``)."""
+    a = dict(zip(_EPOCH_ARGS, driver_types, strict=True))
+    f64 = types.float64  # the batch's weight sum, the L2 factor, Adam's step size
+    if kernel is _forward_backward:
+        xb, yb = (types.Array(a[k].dtype, 2, "C") for k in ("xbuf", "ybuf"))
+        return (xb, yb, a["swbuf"], f64, *(a[k] for k in "params n_w units code kind".split()),
+                a["grad"], a["acts"], a["deltas"])  # fmt: skip
+    common = (a["params"], a["grad"], a["state1"])
+    if kernel is sgd_momentum_step:
+        return (*common, a["n_w"], f64, a["lr"], a["momentum"], a["nesterov"])
+    return (*common, a["state2"], a["n_w"], f64, f64, a["beta1"], a["beta2"], a["epsilon"])
+
+
+#: One epoch of minibatch SGD or Adam; its passes (the forward and backward of a batch, the
+#: optimizer's step) are called by address (see ``_by_address``): the epoch's own compile
+#: no longer compiles them again (1.8 -> 0.7 s; a cold first drop-in fit on digits 8.3-8.7 ->
+#: 6.9-7.7 s on 2 cores).
+mlp_epoch = Driver(
+    njit(_mlp_epoch), (_forward_backward, sgd_momentum_step, adam_step), _epoch_pass_types
+)
 
 
 __all__ = [

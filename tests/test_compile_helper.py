@@ -131,7 +131,7 @@ def test_plans_cover_the_first_fits_of_the_readme_and_the_drop_in():
         warnings.simplefilter("ignore", ConvergenceWarning)
         fastnn.sklearn.MLPClassifier(hidden_layer_sizes=(8,), max_iter=2).fit(X.astype(float), y)
     keys = set(H.plans())
-    for dispatcher in (E.train_batches, SC.mlp_epoch):
+    for dispatcher in (E.train_batches.jit, SC.mlp_epoch.jit):
         used = {
             (H.kernel_name(dispatcher), tuple(H.type_text(t) for t in sig))
             for sig in dispatcher.signatures
@@ -371,13 +371,13 @@ def test_the_caller_does_not_wait_for_a_stuck_or_ended_helper(monkeypatch):
     ended is waited for at most STUCK_SECONDS: the caller then compiles the callee itself."""
     board = mmap.mmap(-1, 1)
     board[0] = H.HELPER
-    key = (H.kernel_name(E.train_batches), ("int64",))
+    key = (H.kernel_name(E.train_batches.jit), ("int64",))
     stuck = subprocess.Popen(["sleep", "30"])
     try:
         for pids in ([stuck.pid], [2**22 + 12345]):
             monkeypatch.setitem(H._state, "claims", ({key: 0}, board, pids))
             t0 = time.monotonic()
-            H._wait_for_helper(E.train_batches.py_func, (types.int64,))
+            H._wait_for_helper(E.train_batches.jit.py_func, (types.int64,))
             assert time.monotonic() - t0 < 5 * H.STUCK_SECONDS + 1.0
     finally:
         stuck.kill()
@@ -389,13 +389,13 @@ def test_the_caller_waits_while_a_helper_works(monkeypatch):
     goes on as soon as the board says done."""
     board = mmap.mmap(-1, 1)
     board[0] = H.HELPER
-    key = (H.kernel_name(E.train_batches), ("int64",))
+    key = (H.kernel_name(E.train_batches.jit), ("int64",))
     busy = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         monkeypatch.setitem(H._state, "claims", ({key: 0}, board, [busy.pid]))
         threading.Timer(3 * H.STUCK_SECONDS, lambda: board.__setitem__(0, H.DONE)).start()
         t0 = time.monotonic()
-        H._wait_for_helper(E.train_batches.py_func, (types.int64,))
+        H._wait_for_helper(E.train_batches.jit.py_func, (types.int64,))
         waited = time.monotonic() - t0
         assert 3 * H.STUCK_SECONDS - 0.05 < waited < 3 * H.STUCK_SECONDS + 2.0
     finally:

@@ -7,10 +7,12 @@ every optimizer, a last partial batch); and one epoch of the fast path against a
 training loop written here, independent of every fastnn kernel.
 """
 
+import numba
 import numpy as np
 import pytest
 from conftest import assert_close
 from fastnn.kernels import epoch as E
+from fastnn.kernels._by_address import call_at, signature_check
 from reference import activation, dense_forward, one_hot
 
 import fastnn as fnn
@@ -557,10 +559,10 @@ def test_an_interrupted_first_stand_in_chunk_leaves_nothing_pending(monkeypatch)
     assert kernel is E.train_batches and start
     assert _fastpath._BACKGROUND  # pending until the chunk returns
 
-    def interrupted(*args):
+    def interrupted(self, driver, args, sig=None):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(E, "train_batches", interrupted)
+    monkeypatch.setattr(_fastpath.FastEpochRunner, "_invoke", interrupted)
     rng = np.random.default_rng(0)
     X = rng.standard_normal((256, 8)).astype(np.float32)
     y = rng.integers(0, 3, 256)
@@ -574,3 +576,72 @@ def test_an_interrupted_first_stand_in_chunk_leaves_nothing_pending(monkeypatch)
     finally:
         fnn.set_num_threads(before)
     assert _fastpath._BACKGROUND == {} and started == []
+
+
+# -- the drivers call their passes by address (kernels._by_address.call_at) --------------------
+@numba.njit
+def _doubled_sum(a, k):
+    if k < 0:
+        raise ValueError("k must be at least 0")
+    for i in range(a.shape[0]):
+        a[i] *= 2
+    return a.sum() + k
+
+
+@numba.njit
+def _through_address(pointers, a, k):
+    return call_at(pointers, 0, _doubled_sum, a, k)
+
+
+def _address_of(kernel, argtypes, check=None):
+    kernel.compile(argtypes)
+    cres = kernel.overloads[argtypes]
+    address = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
+    if check is None:
+        check = signature_check(cres.signature.args)
+    return np.array([address, check], np.int64)
+
+
+def test_call_at_calls_the_build_at_the_address_and_passes_its_exceptions_on():
+    a = np.arange(4.0)
+    pointers = _address_of(_doubled_sum, (numba.typeof(a), numba.types.int64))
+    assert _through_address(pointers, a, 1) == 13.0
+    np.testing.assert_array_equal(a, [0.0, 2.0, 4.0, 6.0])
+    with pytest.raises(ValueError, match="at least 0"):
+        _through_address(pointers, a, -1)
+
+
+def test_call_at_refuses_an_address_of_another_build():
+    """An address whose check names other argument types (here the float32 build's) is never
+    called: the caller raises instead."""
+    a = np.arange(4.0)
+    other = (numba.types.Array(numba.types.float32, 1, "C"), numba.types.int64)
+    pointers = _address_of(_doubled_sum, other)
+    with pytest.raises(RuntimeError, match="another build"):
+        _through_address(pointers, a, 1)
+    np.testing.assert_array_equal(a, np.arange(4.0))  # nothing ran
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("driver", ["train_batches", "train_batches_units_serial"])
+def test_each_pass_is_built_for_the_types_its_driver_calls_it_with(driver, dtype):
+    """``epoch.pass_types`` gives every pass the argument types the driver's call has: the
+    checks the driver was compiled with equal those of the builds ``Driver.pointers`` found
+    (a mismatch raises RuntimeError at the first step), and each pass has one build for them."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 5)).astype(dtype)
+    y = rng.integers(0, 3, 64)
+    model = fnn.Sequential(
+        fnn.Linear(5, 8, dtype=dtype, seed=0), fnn.ReLU(), fnn.Linear(8, 3, dtype=dtype, seed=1)
+    )
+    opt = fnn.SGD(model.parameters(), lr=0.1)
+    runner = _fastpath.fast_runner(model, X, y, 0, fnn.SoftmaxCrossEntropy(), opt, 16)
+    assert runner is not None
+    kernel = getattr(E, driver)
+    runner.feature_major = False  # (the units driver's blocks are row-major)
+    args = runner._args(np.arange(64), 0, 2, 1)
+    runner._invoke(kernel, args)  # raises on a mismatch
+    sig = kernel.signature(args)
+    for p in kernel.passes:
+        argtypes = E.pass_types(p, sig[1:])
+        assert argtypes in p.overloads

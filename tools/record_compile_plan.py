@@ -40,6 +40,17 @@ SCENARIOS = {
     "dropin-float64": "from fastnn.__main__ import _dropin_group; _dropin_group('float64')",
     "dropin-float32": "from fastnn.__main__ import _dropin_group; _dropin_group('float32')",
 }
+# a user's first parallel fit runs the serial build by address while a helper compiles the
+# parallel one (fastnn._fastpath.FastEpochRunner._parallel_build): that build's call tree
+STAND_IN = (
+    "from fastnn import _fastpath, _warmup; "
+    "_fastpath.can_background = lambda kernel, sig: True; "
+    "_fastpath.background = lambda kernel, sig: None; "
+    "_warmup._{kind}('{dtype}')()"
+)
+for _kind in ("data_parallel", "units"):
+    for _dtype in ("float32", "float64"):
+        SCENARIOS[f"stand-in-{_kind}-{_dtype}"] = STAND_IN.format(kind=_kind, dtype=_dtype)
 GROUPS = 8  # fastnn._warmup.groups(all=True) on two or more threads
 FOLLOW_SECONDS = 6.0
 
@@ -121,8 +132,8 @@ def main():
         roots = json.loads(out.strip().splitlines()[-1])
         print(f"{name}: {time.perf_counter() - t0:.1f} s, {len(roots)} entry points", flush=True)
         for k, root in enumerate(roots):
-            if root[2] < helper.MIN_PLAN_SECONDS or None in root[1]:
-                continue
+            if root[2] < helper.MIN_PLAN_SECONDS or None in root[1] or not post_order(root):
+                continue  # (nothing to share: its callees were cached by an earlier entry)
             key = (root[0], tuple(root[1]))
             then, followed = [], 0.0
             for later in roots[k + 1 :]:

@@ -599,6 +599,7 @@ class BaseMLP(BaseEstimator):
         solver = SK.SOLVER_SGD if self.solver == "sgd" else SK.SOLVER_ADAM
         alpha = float(self.alpha)
         flat = self._flat
+        epoch, pointers = SK.mlp_epoch, None
         try:
             self.n_iter_ = 0
             for _ in range(self.max_iter):
@@ -609,7 +610,7 @@ class BaseMLP(BaseEstimator):
                     self._random_state.shuffle(perm)
                     sample_idx = sample_idx[perm]
                 lr = state.learning_rate if solver == SK.SOLVER_SGD else self.learning_rate_init
-                accumulated = SK.mlp_epoch(
+                args = (
                     X_train,
                     Y_train,
                     sw_train,
@@ -638,6 +639,9 @@ class BaseMLP(BaseEstimator):
                     acts,
                     deltas,
                 )
+                if pointers is None:  # the passes' addresses, once per fit (the types stay)
+                    pointers = epoch.pointers(epoch.signature(args))
+                accumulated = epoch.jit(pointers, *args)
                 self.n_iter_ += 1
                 self.loss_ = accumulated / n_samples
                 self.t_ += n_samples
