@@ -9,9 +9,9 @@ The callee is still typed and compiled as any callee (the caller's typing compil
 and on-disk caching is unchanged: an address is never part of compiled code.
 
 ``Driver`` is the Python side: it compiles (or loads) the caller and each callee, and passes
-the callees' addresses with, for each, ``signature_check`` of its argument types; the caller
-compares that with the check of the types it was compiled for and raises RuntimeError rather
-than call a build for other types.
+the callees' addresses with, for each, ``signature_check`` of its name and types; the caller
+compares that with the check of the build it was compiled against and raises RuntimeError
+rather than call another function or a build for other types.
 """
 
 import zlib
@@ -26,10 +26,11 @@ from numba.extending import intrinsic
 POINTERS = types.Array(types.int64, 1, "C")
 
 
-def signature_check(argtypes):
-    """A number that names a compiled function's argument types (``call_at`` compares it with
-    the one its caller was typed for)."""
-    return zlib.crc32(";".join(str(t) for t in argtypes).encode())
+def signature_check(name, signature):
+    """A number that names a build: the function's qualified name, its argument types and its
+    return type (``call_at`` compares it with the one its caller was compiled for)."""
+    text = f"{name}({', '.join(str(t) for t in signature.args)}) -> {signature.return_type}"
+    return zlib.crc32(text.encode())
 
 
 @intrinsic
@@ -48,7 +49,7 @@ def call_at(typingctx, pointers, index, function, *args):
     if sig is None:
         return None
     callee = function.dispatcher.overloads[tuple(sig.args)].signature
-    check = signature_check(callee.args)
+    check = signature_check(function.dispatcher.py_func.__qualname__, callee)
 
     def codegen(context, builder, signature, llargs):
         given = cgutils.unpack_tuple(builder, llargs[3])
@@ -106,8 +107,11 @@ class Driver:
                 argtypes = self.pass_types(kernel, sig[1:])
                 kernel.compile(argtypes)
                 cres = kernel.overloads[argtypes]
-                found[2 * i] = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
-                found[2 * i + 1] = signature_check(cres.signature.args)
+                address = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
+                if not address:
+                    raise RuntimeError(f"fastnn: no machine code for {cres.fndesc.qualname}")
+                found[2 * i] = address
+                found[2 * i + 1] = signature_check(kernel.py_func.__qualname__, cres.signature)
             self._pointers[sig] = found
         return found
 

@@ -598,7 +598,7 @@ def _address_of(kernel, argtypes, check=None):
     cres = kernel.overloads[argtypes]
     address = cres.library.get_pointer_to_function(cres.fndesc.llvm_func_name)
     if check is None:
-        check = signature_check(cres.signature.args)
+        check = signature_check(kernel.py_func.__qualname__, cres.signature)
     return np.array([address, check], np.int64)
 
 
@@ -611,15 +611,23 @@ def test_call_at_calls_the_build_at_the_address_and_passes_its_exceptions_on():
         _through_address(pointers, a, -1)
 
 
+@numba.njit
+def _tripled_sum(a, k):
+    for i in range(a.shape[0]):
+        a[i] *= 3
+    return a.sum() + k
+
+
 def test_call_at_refuses_an_address_of_another_build():
-    """An address whose check names other argument types (here the float32 build's) is never
-    called: the caller raises instead."""
+    """An address whose check names other argument types (here the float32 build's) or
+    another function (of the same types) is never called: the caller raises instead."""
     a = np.arange(4.0)
     other = (numba.types.Array(numba.types.float32, 1, "C"), numba.types.int64)
-    pointers = _address_of(_doubled_sum, other)
-    with pytest.raises(RuntimeError, match="another build"):
-        _through_address(pointers, a, 1)
-    np.testing.assert_array_equal(a, np.arange(4.0))  # nothing ran
+    same = (numba.typeof(a), numba.types.int64)
+    for pointers in (_address_of(_doubled_sum, other), _address_of(_tripled_sum, same)):
+        with pytest.raises(RuntimeError, match="another build"):
+            _through_address(pointers, a, 1)
+        np.testing.assert_array_equal(a, np.arange(4.0))  # nothing ran
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
