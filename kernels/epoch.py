@@ -695,6 +695,27 @@ def _start(stats, n_chunks, sizes, layout, work):
 
 
 @njit_inline
+def _from_layer(passes, k, r0, r1, m, sizes, w_off, b_off, codes, alphas, loss_kind, fm, params,
+                layout, work, iwork, zero_b):  # fmt: skip
+    """On rows r0..r1 (of a batch of ``m``), with layer k's input in place: layers k..L-1
+    forward, the loss and its gradient, and the deltas down to layer max(k, 1)'s (through the
+    passes at ``passes``; see ``_STEP``).  Returns (loss sum, correct)."""
+    call_at(
+        passes, 1, _forward_pass, k, r0, r1, sizes, w_off, b_off, codes, alphas, loss_kind, fm,
+        params, layout, work, zero_b,
+    )  # fmt: skip
+    total, correct = call_at(
+        passes, 2, _loss_pass, r0, r1, m, sizes, codes, alphas, loss_kind, fm, layout, work, iwork
+    )
+    if math.isfinite(total):
+        call_at(
+            passes, 3, _deltas_pass, max(k, 1), r0, r1, sizes, w_off, codes, alphas, loss_kind,
+            fm, params, layout, work,
+        )  # fmt: skip
+    return total, correct
+
+
+@njit_inline
 def _step_totals(part, n_chunks, stats):
     """Adds a step's per-chunk results (inputs finite, loss sum, correct: three slots of
     ``part`` per chunk) to ``stats``.  Returns False, and adds nothing, when the step must not
@@ -806,19 +827,10 @@ def _train_batches(
             )  # fmt: skip
             total_c, correct_c = 0.0, 0
             if ok_c:
-                call_at(
-                    passes, 1, _forward_pass, np.int64(0), r0, r1, sizes, w_off, b_off, codes,
-                    alphas, loss_kind, feature_major, params, layout, work, zero_b,
+                total_c, correct_c = _from_layer(
+                    passes, np.int64(0), r0, r1, m, sizes, w_off, b_off, codes, alphas,
+                    loss_kind, feature_major, params, layout, work, iwork, zero_b,
                 )  # fmt: skip
-                total_c, correct_c = call_at(
-                    passes, 2, _loss_pass, r0, r1, m, sizes, codes, alphas, loss_kind,
-                    feature_major, layout, work, iwork,
-                )  # fmt: skip
-                if math.isfinite(total_c):
-                    call_at(
-                        passes, 3, _deltas_pass, np.int64(1), r0, r1, sizes, w_off, codes, alphas,
-                        loss_kind, feature_major, params, layout, work,
-                    )  # fmt: skip
             part[3 * c] = 1.0 if ok_c else 0.0
             part[3 * c + 1] = total_c
             part[3 * c + 2] = correct_c
@@ -921,19 +933,10 @@ def _train_batches_units(
         for ci in prange(n_chunks):
             c = np.int64(ci)
             r0, r1 = _span(c, n_chunks, m)
-            call_at(
-                passes, 1, _forward_pass, L - 1, r0, r1, sizes, w_off, b_off, codes, alphas,
-                loss_kind, feature_major, params, layout, work, zero_b,
+            total_c, correct_c = _from_layer(
+                passes, L - 1, r0, r1, m, sizes, w_off, b_off, codes, alphas, loss_kind,
+                feature_major, params, layout, work, iwork, zero_b,
             )  # fmt: skip
-            total_c, correct_c = call_at(
-                passes, 2, _loss_pass, r0, r1, m, sizes, codes, alphas, loss_kind,
-                feature_major, layout, work, iwork,
-            )  # fmt: skip
-            if math.isfinite(total_c):
-                call_at(
-                    passes, 3, _deltas_pass, L - 1, r0, r1, sizes, w_off, codes, alphas,
-                    loss_kind, feature_major, params, layout, work,
-                )  # fmt: skip
             part[3 * c + 1] = total_c
             part[3 * c + 2] = correct_c
         if not _step_totals(part, n_chunks, stats):
