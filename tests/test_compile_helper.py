@@ -285,10 +285,18 @@ STAND_IN = textwrap.dedent(
     """
     import json, time
     import numpy as np
+    from numba.core import event
     import fastnn as fnn
     from fastnn import _fastpath
     from fastnn.kernels import epoch as E
 
+    compiled = []  # what this process compiled itself (a load from the cache is no compile)
+    class Seen(event.Listener):
+        def on_start(self, ev):
+            compiled.append(ev.data["dispatcher"].py_func.__qualname__)
+        def on_end(self, ev):
+            pass
+    event.register("numba:compile", Seen())
     used = []
     real = _fastpath.FastEpochRunner._parallel_build
     def spy(self, parallel, serial, args):
@@ -319,7 +327,8 @@ STAND_IN = textwrap.dedent(
         time.sleep(0.1)
     used.clear()
     second = fit()
-    print(json.dumps({"first": first_used, "second": used, "same": first == second}))
+    print(json.dumps({"first": first_used, "second": used, "same": first == second,
+                      "compiled": compiled}))
     """
 )
 
@@ -328,8 +337,8 @@ STAND_IN = textwrap.dedent(
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="helpers need Linux's fork")
 def test_a_cold_data_parallel_fit_runs_the_serial_build_until_a_helper_compiled_it(tmp_path):
     """Empty kernel cache: the first data-parallel fit runs the serial build of the same body
-    while a helper compiles the parallel build; a fit after the helper ended loads and runs
-    the parallel build, and both give the same parameters bit for bit."""
+    while a helper compiles the parallel build; a fit after the helper ended loads (does not
+    compile) and runs the parallel build, and both give the same parameters bit for bit."""
     env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path), H.ENV_WORKERS: "1"}
     out = subprocess.run(
         [sys.executable, "-c", STAND_IN], env=env, capture_output=True, text=True, timeout=900
@@ -339,6 +348,8 @@ def test_a_cold_data_parallel_fit_runs_the_serial_build_until_a_helper_compiled_
     assert got["first"][0] == "serial", got
     assert got["second"] and set(got["second"]) == {"parallel"}, got
     assert got["same"]
+    # the helper built the parallel build: this process loaded it from the cache
+    assert "_train_batches_parallel" not in got["compiled"], got["compiled"]
 
 
 def test_no_helper_without_a_writable_cache(tmp_path, monkeypatch):
