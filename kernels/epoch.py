@@ -83,7 +83,7 @@ from numba import prange, types
 
 from ._blas import gemm
 from ._by_address import Driver, call_at
-from ._config import njit, njit_inline, njit_internal, twin
+from ._config import njit_inline, njit_internal, twin
 from ._intrinsics import borrowed, prefetch, vexp
 from .activations import IDENTITY, activate, activate_inplace, mask_inplace
 from .data import all_finite
@@ -113,7 +113,7 @@ N_STATS = 5
 
 
 # -- elementwise passes (serial: see "Threads" in the module docstring) -------------------------
-@njit
+@njit_internal
 def gather_batch(X, order, start, xb, y, yb, check, skip, transposed):
     """xb[r] = X[order[start + r]] for every row r of xb (with ``transposed``, xb is the
     feature-major (features, rows) block and xb[:, r] = X[order[start + r]]), and
@@ -159,7 +159,7 @@ def gather_batch(X, order, start, xb, y, yb, check, skip, transposed):
     return not check or all_finite(xb)
 
 
-@njit
+@njit_internal
 def mask(dZ, A, code, alpha):
     """dZ *= f'(A) in place (nothing for the identity), for C-contiguous blocks of one shape.
 
@@ -171,7 +171,7 @@ def mask(dZ, A, code, alpha):
         mask_inplace(dZ.reshape((1, size)), A.reshape((1, size)), code, alpha)
 
 
-@njit
+@njit_internal
 def col_sums(D, j0, j1, out):
     """out[j - j0] = sum of column j of D, for j0 <= j < j1 (a bias gradient, or the part of
     it one thread owns).  The sums run along the rows so the inner loop vectorises; kept apart
@@ -184,7 +184,7 @@ def col_sums(D, j0, j1, out):
             out[j - j0] += D[i, j]
 
 
-@njit
+@njit_internal
 def row_sums_add(D, j0, j1, out):
     """out[j - j0] += sum of row j of D, for j0 <= j < j1 (the bias gradient of a
     feature-major delta, added up over the row chunks it is stored in)."""
@@ -196,7 +196,7 @@ def row_sums_add(D, j0, j1, out):
         out[j - j0] += s
 
 
-@njit
+@njit_internal
 def small_forward(H, W, b, code, alpha, A):
     """A = f(H @ W + b) as a compiled loop (products too small for BLAS)."""
     n, n_in = H.shape
@@ -212,7 +212,7 @@ def small_forward(H, W, b, code, alpha, A):
             A[i, j] = activate(A[i, j], code, alpha)
 
 
-@njit
+@njit_internal
 def small_weight_grad(H, dZ, dW, accumulate):
     """dW = H.T @ dZ as a compiled loop, or dW += H.T @ dZ with ``accumulate``."""
     n, n_in = H.shape
@@ -228,7 +228,7 @@ def small_weight_grad(H, dZ, dW, accumulate):
                 dW[p, j] += x * dZ[i, j]
 
 
-@njit
+@njit_internal
 def small_input_grad(dZ, W, dH):
     """dH = dZ @ W.T as a compiled loop (the mask is applied afterwards)."""
     n, n_out = dZ.shape
@@ -241,7 +241,7 @@ def small_input_grad(dZ, W, dH):
             dH[i, p] = acc
 
 
-@njit
+@njit_internal
 def mse_rows(Y, T, dY, m):
     """Squared error of Y (r, k) against targets T (r, k), rows of a batch of ``m`` rows;
     dY = 2 (Y - T) / (m k), the gradient of the batch's mean.
@@ -268,7 +268,7 @@ def mse_rows(Y, T, dY, m):
 # 7): 150 rows x 3 classes 8.3 us row by row, 3.1 us this way; 64 x 10 5.6 and 2.2 us.  BLAS
 # writes and reads the transposed blocks through its transpose flags at the same speed, and the
 # compiled-loop products (``small_product``) take them as transposed views.
-@njit
+@njit_internal
 def bias_act_t(AT, b, code, alpha):
     """AT[j] = f(AT[j] + b[j]) in place, for each unit row j of a feature-major block."""
     k, m = AT.shape
@@ -281,7 +281,7 @@ def bias_act_t(AT, b, code, alpha):
         activate_inplace(AT.reshape((1, AT.size)), code, alpha)
 
 
-@njit
+@njit_internal
 def softmax_xent_cols(ZT, yb, dZT, m, mx, tot, best):
     """Softmax cross-entropy of feature-major logits ZT (k, r) against integer labels yb (r,),
     r rows of a batch of ``m``.

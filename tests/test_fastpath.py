@@ -19,6 +19,22 @@ import fastnn as fnn
 from fastnn import _fastpath, _warmup
 from fastnn.training import EpochRunner, make_runner
 
+_TRAMPOLINES: dict = {}
+
+
+def _jitted(kernel):
+    """``kernel`` callable from Python: the fit's own kernels are built without a wrapper for
+    calls from Python (``njit_internal``), so the tests call them through a compiled caller."""
+    if kernel not in _TRAMPOLINES:
+
+        @numba.njit
+        def call(*args):
+            return kernel(*args)
+
+        _TRAMPOLINES[kernel] = call
+    return _TRAMPOLINES[kernel]
+
+
 RELU, TANH, LEAKY, SIGMOID, IDENT = 1, 4, 2, 3, 0
 
 
@@ -45,16 +61,16 @@ def test_gather_batch(dtype, rng, shape):
     yb = np.empty(shape[0], np.int64)
     for check in (False, True):
         xb[...] = 0
-        assert E.gather_batch(X, order, 3, xb, y, yb, check, 0, False)
+        assert _jitted(E.gather_batch)(X, order, 3, xb, y, yb, check, 0, False)
         np.testing.assert_array_equal(xb, X[order[3 : 3 + shape[0]]])
         np.testing.assert_array_equal(yb, y[order[3 : 3 + shape[0]]])
         xb[...] = 0
-        assert E.gather_batch(X, order, 3, xb, y, yb[:0], check, 0, False)  # no labels
+        assert _jitted(E.gather_batch)(X, order, 3, xb, y, yb[:0], check, 0, False)  # no labels
         np.testing.assert_array_equal(xb, X[order[3 : 3 + shape[0]]])
         # feature-major: the same rows as the columns of a (features, rows) block
         xbt = np.zeros(shape[::-1], dtype)
         yb[...] = -1
-        assert E.gather_batch(X, order, 3, xbt, y, yb, check, 0, True)
+        assert _jitted(E.gather_batch)(X, order, 3, xbt, y, yb, check, 0, True)
         np.testing.assert_array_equal(xbt, X[order[3 : 3 + shape[0]]].T)
         np.testing.assert_array_equal(yb, y[order[3 : 3 + shape[0]]])
     # a NaN or inf in a gathered row is reported only when checking; rows outside the
@@ -63,12 +79,12 @@ def test_gather_batch(dtype, rng, shape):
         Xb = X.copy()
         Xb[order[3 + shape[0] - 1], shape[1] - 1] = bad
         Xb[order[0]] = np.nan
-        assert E.gather_batch(Xb, order, 3, xb, y, yb, False, 0, False)
-        assert not E.gather_batch(Xb, order, 3, xb, y, yb, True, 0, False)
-        assert not E.gather_batch(Xb, order, 3, xbt, y, yb, True, 0, True)
+        assert _jitted(E.gather_batch)(Xb, order, 3, xb, y, yb, False, 0, False)
+        assert not _jitted(E.gather_batch)(Xb, order, 3, xb, y, yb, True, 0, False)
+        assert not _jitted(E.gather_batch)(Xb, order, 3, xbt, y, yb, True, 0, True)
         Xb[order[3 + shape[0] - 1], shape[1] - 1] = 0
-        assert E.gather_batch(Xb, order, 3, xb, y, yb, True, 0, False)
-        assert E.gather_batch(Xb, order, 3, xbt, y, yb, True, 0, True)
+        assert _jitted(E.gather_batch)(Xb, order, 3, xb, y, yb, True, 0, False)
+        assert _jitted(E.gather_batch)(Xb, order, 3, xbt, y, yb, True, 0, True)
 
 
 @pytest.mark.parametrize("shape", [(1, 3), (5, 1), (6, 70)])
@@ -82,7 +98,7 @@ def test_bias_act(dtype, rng, shape, code):
     # feature-major: one bias per row
     AT = rng.standard_normal(shape[::-1]).astype(dtype)
     expected = activation(AT.astype(np.float64) + b[:, None], code, 0.1)
-    E.bias_act_t(AT, b, code, dtype.type(0.1))
+    _jitted(E.bias_act_t)(AT, b, code, dtype.type(0.1))
     assert_close(AT, expected, dtype)
 
 
@@ -94,19 +110,19 @@ def test_mask_and_bias_sums(dtype, rng, shape, code):
     if code == SIGMOID:
         A = np.abs(A)
     d = G.astype(np.float64) * _deriv_from_output(A.astype(np.float64), code, 0.1)
-    E.mask(G, A, code, dtype.type(0.1))  # in place
+    _jitted(E.mask)(G, A, code, dtype.type(0.1))  # in place
     assert_close(G, d, dtype)
     # column sums over a range of columns, written to the start of out (the tail left alone)
     j0, j1 = shape[1] // 3, shape[1]
     db = np.full(shape[1] + 2, 7.0, dtype)
-    E.col_sums(G, j0, j1, db)
+    _jitted(E.col_sums)(G, j0, j1, db)
     assert_close(db[: j1 - j0], d[:, j0:j1].sum(axis=0), dtype, scale=shape[0])
     assert np.all(db[j1 - j0 :] == 7.0)
 
     # feature-major (units, rows): the sums along rows, added to what out holds
     G = np.ascontiguousarray(G.T)
     db[:] = 7.0
-    E.row_sums_add(G, j0, j1, db)
+    _jitted(E.row_sums_add)(G, j0, j1, db)
     assert_close(db[: j1 - j0], 7.0 + d[:, j0:j1].sum(axis=0), dtype, scale=shape[0])
     assert np.all(db[j1 - j0 :] == 7.0)
 
@@ -118,26 +134,26 @@ def test_small_products(dtype, rng, n, n_in, n_out):
     b = rng.standard_normal(n_out).astype(dtype)
     dZ = rng.standard_normal((n, n_out)).astype(dtype)
     A = np.empty((n, n_out), dtype)
-    E.small_forward(H, W, b, TANH, dtype.type(0.0), A)
+    _jitted(E.small_forward)(H, W, b, TANH, dtype.type(0.0), A)
     assert_close(A, dense_forward(H, W, b, TANH), dtype)
     dW = np.full((n_in, n_out), np.nan, dtype)
-    E.small_weight_grad(H, dZ, dW, False)
+    _jitted(E.small_weight_grad)(H, dZ, dW, False)
     assert_close(dW, H.T.astype(np.float64) @ dZ, dtype, scale=n)
-    E.small_weight_grad(H, dZ, dW, True)  # accumulates
+    _jitted(E.small_weight_grad)(H, dZ, dW, True)  # accumulates
     assert_close(dW, 2 * (H.T.astype(np.float64) @ dZ), dtype, scale=2 * n)
     dH = np.empty((n, n_in), dtype)
-    E.small_input_grad(dZ, W, dH)
+    _jitted(E.small_input_grad)(dZ, W, dH)
     assert_close(dH, dZ.astype(np.float64) @ W.T, dtype, scale=n_out)
     # the same products with the output side feature-major (a softmax layer's logits/delta)
     AT = np.empty((n_out, n), dtype)
-    E.small_forward(H, W, b, TANH, dtype.type(0.0), AT.T)
+    _jitted(E.small_forward)(H, W, b, TANH, dtype.type(0.0), AT.T)
     assert_close(AT, dense_forward(H, W, b, TANH).T, dtype)
     dZT = np.ascontiguousarray(dZ.T)
     dW[...] = np.nan
-    E.small_weight_grad(H, dZT.T, dW, False)
+    _jitted(E.small_weight_grad)(H, dZT.T, dW, False)
     assert_close(dW, H.T.astype(np.float64) @ dZ, dtype, scale=n)
     dH[...] = np.nan
-    E.small_input_grad(dZT.T, W, dH)
+    _jitted(E.small_input_grad)(dZT.T, W, dH)
     assert_close(dH, dZ.astype(np.float64) @ W.T, dtype, scale=n_out)
 
 
@@ -152,15 +168,15 @@ def test_small_products_feature_major(dtype, rng, n, n_in, n_out, code):
     dZT = rng.standard_normal((n_out, n)).astype(dtype)
     H, dZ = HT.T.astype(np.float64), dZT.T.astype(np.float64)
     AT = np.full((n_out, n), np.nan, dtype)
-    E.small_forward(HT.T, W, b, code, dtype.type(0.0), AT.T)
+    _jitted(E.small_forward)(HT.T, W, b, code, dtype.type(0.0), AT.T)
     assert_close(AT, dense_forward(H, W, b, code).T, dtype)
     dW = np.full((n_in, n_out), np.nan, dtype)
-    E.small_weight_grad(HT.T, dZT.T, dW, False)
+    _jitted(E.small_weight_grad)(HT.T, dZT.T, dW, False)
     assert_close(dW, H.T @ dZ, dtype, scale=n)
-    E.small_weight_grad(HT.T, dZT.T, dW, True)  # accumulates
+    _jitted(E.small_weight_grad)(HT.T, dZT.T, dW, True)  # accumulates
     assert_close(dW, 2 * (H.T @ dZ), dtype, scale=2 * n)
     dHT = np.full((n_in, n), np.nan, dtype)
-    E.small_input_grad(dZT.T, W, dHT.T)
+    _jitted(E.small_input_grad)(dZT.T, W, dHT.T)
     assert_close(dHT, (dZ @ W.T).T, dtype, scale=n_out)
 
 
@@ -177,7 +193,7 @@ def test_loss_rows(dtype, rng, m, k):
     scratch = np.full((2, m), np.nan, dtype)
     best = np.empty(m, np.int64)
     ZT = np.ascontiguousarray(Z.T)
-    total, correct = E.softmax_xent_cols(ZT, yb, dZT, batch, scratch[0], scratch[1], best)
+    total, correct = _jitted(E.softmax_xent_cols)(ZT, yb, dZT, batch, scratch[0], scratch[1], best)
     Z64 = Z.astype(np.float64)
     P = np.exp(Z64 - Z64.max(axis=1, keepdims=True))
     P /= P.sum(axis=1, keepdims=True)
@@ -187,7 +203,7 @@ def test_loss_rows(dtype, rng, m, k):
 
     dZ = np.empty((m, k), dtype)
     T = rng.standard_normal((m, k)).astype(dtype)
-    total, correct = E.mse_rows(Z, T, dZ, batch)
+    total, correct = _jitted(E.mse_rows)(Z, T, dZ, batch)
     diff = Z64 - T
     assert_close(total, (diff**2).mean() * m, dtype, scale=m)
     assert correct == 0
