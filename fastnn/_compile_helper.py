@@ -125,7 +125,7 @@ def _function_name(fn):
 
 def _registry():
     """Every fastnn kernel reachable as a module attribute of a module imported now (or as the
-    ``jit`` of one: the fit kernels, ``kernels.epoch.Driver``), by ``kernel_name`` (built on
+    ``jit`` of one: the fit kernels, ``kernels._by_address.Driver``), by ``kernel_name`` (built on
     each call: a helper calls it once)."""
     found = {}
     for module_name, module in list(sys.modules.items()):

@@ -361,13 +361,12 @@ class FastEpochRunner:
     def _call(self, kernel, order, first, last, chunks, batch=None):
         self._invoke(kernel, self._args(order, first, last, chunks, batch))
 
-    def _invoke(self, driver, args, sig=None):
-        """Run the fit kernel ``driver`` (a ``kernels.epoch.Driver``) on ``args``, with its
+    def _invoke(self, driver, args):
+        """Run the fit kernel ``driver`` (a ``kernels._by_address.Driver``) on ``args``, with its
         passes' addresses, worked out at the runner's first call (the argument types stay)."""
         pointers = self._pointers.get(driver)
         if pointers is None:
-            sig = driver.signature(args) if sig is None else sig
-            pointers = self._pointers[driver] = driver.pointers(sig)
+            pointers = self._pointers[driver] = driver.pointers(driver.signature(args))
         driver.jit(pointers, *args)
 
     def _run_parallel(self, args):
@@ -391,12 +390,12 @@ class FastEpochRunner:
     def _parallel_build(self, parallel, serial, args):
         """``parallel`` (a parallel build of the fit kernel), or while a helper process
         compiles it into the kernel cache (cold cache: a parallel driver's own compile is
-        14-21 s of LLVM work on one core), ``serial``, the serial build of the same body, with
-        the same chunks: the same operations in the same order, so the parameters are
-        bit-identical, on one core instead of all.  Returns (kernel, signature, whether the
-        helper should start after this call: the serial build and the callees both builds
-        share are compiled by then, so the helper compiles only the parallel build's own
-        code)."""
+        2.5-3.7 s of LLVM work on one core, the serial one's 1 s), ``serial``, the serial
+        build of the same body, with the same chunks: the same operations in the same order,
+        so the parameters are bit-identical, on one core instead of all.  Returns (kernel,
+        signature, whether the helper should start after this call: the serial build and the
+        callees both builds share are compiled by then, so the helper compiles only the
+        parallel build's own code)."""
         if parallel in self._ready:
             return parallel, None, False
         sig = parallel.signature(args)

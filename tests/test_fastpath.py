@@ -575,7 +575,7 @@ def test_an_interrupted_first_stand_in_chunk_leaves_nothing_pending(monkeypatch)
     assert kernel is E.train_batches and start
     assert _fastpath._BACKGROUND  # pending until the chunk returns
 
-    def interrupted(self, driver, args, sig=None):
+    def interrupted(self, driver, args):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(_fastpath.FastEpochRunner, "_invoke", interrupted)
