@@ -12,22 +12,14 @@ always use the layer-by-layer path, e.g. to compare the two.
 """
 
 import os
-import time
 
-import numba
 import numpy as np
 
 from fastnn.kernels import BLAS_SOURCE
 from fastnn.kernels import epoch as E
 
 from ._compile_helper import background, cached, can_background
-from ._threads import (
-    CONTENTION_WINDOW,
-    free_threads,
-    get_num_threads,
-    hold_blas_threads,
-    release_blas_threads,
-)
+from ._threads import get_num_threads, hold_blas_threads, release_blas_threads
 from .distributed import share
 from .losses import MSELoss, SoftmaxCrossEntropy
 from .optim import SGD, Adam, AdamW
@@ -107,15 +99,6 @@ def units_split_for(sizes):
     hidden = [a * b for a, b in zip(sizes[:-2], sizes[1:-1], strict=True)]
     return max(hidden, default=0) >= UNITS_SPLIT_MIN_WEIGHTS
 
-
-#: Steps of at most this many multiply-adds leave busy cores alone in a fit's first moments
-#: (fastnn._threads.CONTENTION_WINDOW).  Right after a 512x512 NumPy product, one epoch took
-#: (window off -> on, ratio to the same epoch alone, 2 threads, medians of 9, AMD 2-core):
-#: 784-100-10@64 (5e6 per step) 1.39-1.42x -> 1.00-1.07x; 54-256-256-7@512 (4e7)
-#: 1.44-2.03x -> 1.27-1.30x, but alone 1.05x slower (medians of 14, order alternated);
-#: 784-512-512-10@256 (1.7e8) 1.49-1.56x -> 1.70x.  Small steps wait at a barrier hundreds of
-#: times in the spinner's 0.1 s; a large step on one core loses as much as the contention.
-CONTENTION_MAX_WORK = 20_000_000
 
 #: Feature-major networks: every activation and delta stored as (units, rows), so BLAS
 #: multiplies narrow layers with the batch as the long side and the elementwise passes and the
@@ -244,12 +227,8 @@ class FastEpochRunner:
         # per-chunk partial results follow the totals (``run`` sizes it for its chunk count)
         self.stats = np.zeros(E.N_STATS + 3, np.float64)
         self._chunks = [0, 1]  # a thread count and its chunks per step
-        self._started = None  # when run was first called (the contention window's start)
         self._ready = set()  # parallel builds compiled or loaded (_parallel_build)
         self._pointers = {}  # fit kernel: its passes' addresses (_invoke)
-        self._step_work = min(batch_size, n) * sum(
-            a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True)
-        )
         self.params, self.grads = flat.data, flat.grad
         state = optimizer.state[0]
         if opt_kind == E.OPT_SGD:
@@ -292,26 +271,9 @@ class FastEpochRunner:
             # BLAS at one thread inside the parallel build (which also sends OpenBLAS's idle
             # workers to sleep: see fastnn._openblas_wait)
             hold_blas_threads(1)
-            use = threads = numba.get_num_threads()
             try:
-                # in the fit's first moments, leave the cores that other threads of the process
-                # still spin on (see fastnn._threads.CONTENTION_WINDOW); the chunks stay the
-                # same (and BLAS at one thread: OpenBLAS's threaded products round a few
-                # elements differently, and a fit's result must not depend on the moment)
-                now = time.perf_counter()
-                if self._started is None:
-                    self._started = now
-                if (
-                    now - self._started < CONTENTION_WINDOW
-                    and self._step_work < CONTENTION_MAX_WORK
-                ):
-                    use = free_threads(threads)
-                if use < threads:
-                    numba.set_num_threads(use)
                 self._run_parallel(self._args(order, first, last, chunks))
             finally:
-                if use < threads:
-                    numba.set_num_threads(threads)
                 release_blas_threads()
         else:
             # the serial build: BLAS's own threads run the products, in the kernels' library;

@@ -6,77 +6,34 @@ import numbers
 import os
 import sys
 import threading
-import time
 
 import numba
 from threadpoolctl import ThreadpoolController, threadpool_limits
 
 from ._openblas_wait import SHORT_TIMEOUT, timeout_cell
 
-# Below this many elements of work a kernel runs its serial build.  Measured on the 2-core
-# reference machine (serial / parallel build, us, float32, GOMP_SPINCOUNT=1000 as set below):
-# all_finite 4.6/4.2 at 16k elements, 20.7/13.8 at 64k, 64.6/40.2 at 256k; ReLU forward
-# 2.1/3.2, 11.5/9.3, 39.5/33.3; SGD with momentum 3.9/4.5, 20.0/15.0, 55.0/40.3.  The
-# crossover is between 16k and 64k; 64k leaves room for the cost the parallel build leaves
-# behind (below).
-PARALLEL_MIN_WORK = 1 << 16
-
-# numba's OpenMP workers busy-wait after a parallel region.  libgomp's default (300000 spins,
-# several milliseconds here) starves the BLAS worker that runs on the same core next: one
-# all_finite (1M elements) + 3 products (256x784x512) + an SGD step + 3 products took 19.0 ms
-# with the parallel builds against 7.6 ms serial; with GOMP_SPINCOUNT=1000, 7.9 ms; with 0 or
-# OMP_WAIT_POLICY=PASSIVE, 7.6 ms (but then back-to-back regions each pay a futex wake-up).
-# The count is set just for the moment numba loads its OpenMP library, which fastnn makes happen
-# on its first thread query or parallel kernel (when numba would do it anyway), unless the
-# user set either variable; libraries loaded later (torch's own libgomp) never see it.
-OMP_SPIN_COUNT = 1000
-
-# When another library (torch) loaded libgomp before numba started its pool, numba shares that
-# copy and its default spin, which the variable can no longer change.  A parallel region then
-# costs the next BLAS product about 5.7 ms (the loop above), so the parallel builds are kept
-# for kernels whose serial run is far longer than that: 784-512-512-10@256 epochs through fit
-# (4608 rows, torch imported first) took 1.14x the GEMM floor with a parallel check of X and
-# 1.08x with a serial one.
-PARALLEL_MIN_WORK_FOREIGN_OMP = 1 << 25
+# Below this many elements of work a kernel runs its serial build.  numba's pool runs on GNU
+# OpenMP, whose workers busy-wait for several milliseconds after each parallel region
+# (libgomp's default spin, 300000 rounds); a BLAS product right after a region then shares a
+# core with a spinner: one all_finite (1M elements) + 3 products (256x784x512) + an SGD step +
+# 3 products took 19.0 ms with the parallel builds against 7.6 ms serial.  So the layer
+# kernels' parallel builds are kept for work whose serial run is far longer than a spin: a
+# 784-512-512-10@256 fit (4608 rows) took 1.14x the GEMM floor with a parallel check of X and
+# 1.08x with a serial one.  The fit drivers' parallel builds do not go through this: their
+# regions follow each other, and the spin between them is what keeps their threads ready.
+#
+# The spin itself is left as the process has it.  fastnn used to shorten it (GOMP_SPINCOUNT
+# =1000 while numba loaded libgomp), which was the wrong trade twice over: a fit's workers
+# then fell asleep between steps, and right after a pause a 784-100-10@64 fit of 4096 rows
+# took 31-38 ms instead of 14-17 ms (16384 rows: 82-85 -> 48-56 ms); and every library that
+# loads GNU OpenMP after numba shares numba's copy, so torch imported after fastnn ran with
+# the short spin too: its 784-100-10@64 epoch took 344-367 ms instead of 198 ms (2 cores).
+PARALLEL_MIN_WORK = 1 << 25
 
 _state = {
     "threads": None,
     "limits": None,
-    "pool_ready": False,
-    "min_work": PARALLEL_MIN_WORK,
-    "foreign_omp": False,
 }
-
-
-def _foreign_libgomp():
-    """True when a GNU OpenMP library is already loaded in this process (Linux)."""
-    if not hasattr(os, "RTLD_NOLOAD"):
-        return False
-    try:
-        ctypes.CDLL("libgomp.so.1", mode=os.RTLD_NOLOAD | os.RTLD_LAZY)
-    except OSError:
-        return False
-    return True
-
-
-def _start_thread_pool():
-    """Start numba's thread pool with a short OpenMP spin (see OMP_SPIN_COUNT), once."""
-    _state["pool_ready"] = True
-    if "GOMP_SPINCOUNT" in os.environ or "OMP_WAIT_POLICY" in os.environ:
-        return
-    if _foreign_libgomp():
-        _state["min_work"] = max(PARALLEL_MIN_WORK, PARALLEL_MIN_WORK_FOREIGN_OMP)
-        _state["foreign_omp"] = True
-        return
-    os.environ["GOMP_SPINCOUNT"] = str(OMP_SPIN_COUNT)
-    try:
-        from numba.np.ufunc import parallel
-
-        parallel._launch_threads()  # loads the threading layer (libgomp reads the variable)
-    except Exception:  # a numba without this private helper: the first kernel starts the pool
-        pass
-    finally:
-        del os.environ["GOMP_SPINCOUNT"]
 
 
 def set_num_threads(n: int) -> None:
@@ -88,8 +45,6 @@ def set_num_threads(n: int) -> None:
     if n < 1:
         raise ValueError(f"n must be a positive integer, got {n}")
     n = min(n, numba.config.NUMBA_NUM_THREADS)
-    if not _state["pool_ready"]:
-        _start_thread_pool()
     numba.set_num_threads(n)
     _state["limits"] = threadpool_limits(limits=n)
     _state["threads"] = n
@@ -97,8 +52,6 @@ def set_num_threads(n: int) -> None:
 
 def get_num_threads() -> int:
     """Threads fastnn's kernels use (numba's setting for the calling thread)."""
-    if not _state["pool_ready"]:
-        _start_thread_pool()
     return numba.get_num_threads()
 
 
@@ -209,18 +162,7 @@ def blas_threads_held(n=1, but=None):
         release_blas_threads(but)
 
 
-# -- other threads of the process that are running now ----------------------------------------
-# A NumPy product leaves OpenBLAS's worker threads spinning for about 0.1 s after it returns
-# (its THREAD_TIMEOUT: 2**28 cycles), torch's OpenMP workers likewise.  A parallel fastnn
-# kernel started in that window runs its threads on cores the spinners hold, and each of its
-# parallel regions waits at its end for the thread the scheduler put aside: one 784-100-10@64
-# epoch took 2.2-2.6x its time alone right after a 512x512 product.  fit therefore looks, at
-# the start of each chunk of batches in its first CONTENTION_WINDOW seconds, for other threads
-# of the process that are running (state R in /proc), and runs that chunk on the cores they
-# leave free; the chunking of the work, and so every result, stays what the thread setting
-# gives.  A scan costs ~30 us (Linux; elsewhere nothing is found and nothing changes).
-CONTENTION_WINDOW = 0.15
-_TASKS = "/proc/self/task"
+# -- the process and its cores, as /proc and the scheduler see them ----------------------------
 
 
 def proc_stat(path):
@@ -239,39 +181,6 @@ def proc_stat(path):
     return stat[stat.rfind(b")") + 2 :]
 
 
-def _running_threads():
-    """Ids of the other threads of this process that are running or runnable now (Linux;
-    empty where /proc is not available)."""
-    try:
-        tids = os.listdir(_TASKS)
-    except OSError:
-        return set()
-    me = str(threading.get_native_id())
-    running = set()
-    for tid in tids:
-        if tid == me:
-            continue
-        stat = proc_stat(f"{_TASKS}/{tid}/stat")
-        if stat is not None and stat[:1] == b"R":
-            running.add(tid)
-    return running
-
-
-#: a thread counts as busy when it runs in two looks this far apart: numba's own workers spin
-#: for microseconds after a parallel region (OMP_SPIN_COUNT), a BLAS worker for ~0.1 s
-BUSY_CONFIRM_SECONDS = 0.0003
-
-
-def busy_threads():
-    """How many other threads of this process keep running (seen running twice,
-    BUSY_CONFIRM_SECONDS apart; Linux, 0 elsewhere)."""
-    first = _running_threads()
-    if not first:
-        return 0
-    time.sleep(BUSY_CONFIRM_SECONDS)
-    return len(first & _running_threads())
-
-
 def usable_cores():
     """Cores this process may run on (its CPU affinity where the system has one)."""
     try:
@@ -280,32 +189,11 @@ def usable_cores():
         return os.cpu_count() or 1
 
 
-def free_threads(threads):
-    """Threads worth running now: ``threads``, or fewer when other threads of the process are
-    running on the cores (at least one).
-
-    Not when numba's pool runs on another library's OpenMP (torch imported first): its own
-    workers then spin for milliseconds after each of fastnn's parallel regions (that
-    library's default spin) and would be taken for others, so that a fit ran half the chunks of
-    its first 0.15 s on one thread; the spinners left by that library's own work are the
-    same pool's threads, which fastnn's next region uses, and OpenBLAS's are sent to sleep
-    by ``hold_blas_threads``."""
-    if _state["foreign_omp"]:
-        return threads
-    busy = busy_threads()
-    if busy == 0:
-        return threads
-    return max(1, min(threads, usable_cores() - busy))
-
-
 def pick(serial, parallel, work):
     """The parallel build of a kernel when more than one thread is set and ``work`` (elements
-    touched) is large enough to pay for waking the pool; the serial build otherwise."""
+        touched) is large enough to pay for the pool's wake-up and the spin it leaves behind
+    (PARALLEL_MIN_WORK); the serial build otherwise."""
     if work < PARALLEL_MIN_WORK:
-        return serial
-    if not _state["pool_ready"]:
-        _start_thread_pool()
-    if work < _state["min_work"]:
         return serial
     return parallel if numba.get_num_threads() > 1 else serial
 
@@ -378,6 +266,4 @@ def _threads_from_env():
     except ValueError:  # unset or not a number: OpenMP itself ignores it too
         return
     if n >= 1:
-        if not _state["pool_ready"]:
-            _start_thread_pool()
         numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))

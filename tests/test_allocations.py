@@ -22,7 +22,6 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 import tracemalloc
 
 import numpy as np
@@ -30,7 +29,6 @@ import pytest
 
 import fastnn as fnn
 from fastnn import _fastpath
-from fastnn._threads import CONTENTION_WINDOW
 from fastnn.training import EpochRunner, make_runner
 
 N, BATCH, N_IN, HIDDEN, K = 2148, 512, 32, 128, 16  # last batch: 100 rows
@@ -101,9 +99,6 @@ def _measure(step, n_batches, epochs=3):
     for _ in range(2):  # warm-up: every batch shape, every buffer, every signature
         for b in range(n_batches):
             step(b)
-    # past a fit's first moments, where its chunks look for busy cores (a /proc scan that
-    # allocates a few kB; see fastnn._threads.CONTENTION_WINDOW): steady-state steps only
-    time.sleep(CONTENTION_WINDOW)
     tracemalloc.start()
     try:
         start = tracemalloc.get_traced_memory()[0]

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numba
 import numpy as np
 import pytest
+from running import busy_threads
 from threadpoolctl import threadpool_info
 
 import fastnn as fnn
@@ -188,12 +189,12 @@ def test_a_hold_sends_spinning_workers_to_sleep():
     A = np.ones((512, 512), np.float32)
     try:
         A @ A
-        spinning = _threads.busy_threads()
+        spinning = busy_threads()
         A @ A
         _threads.hold_blas_threads(1)
         try:
             time.sleep(0.005)
-            after_hold = min(_threads.busy_threads() for _ in range(3))
+            after_hold = min(busy_threads() for _ in range(3))
         finally:
             _threads.release_blas_threads()
     finally:
