@@ -28,6 +28,10 @@ from ._openblas_wait import SHORT_TIMEOUT, timeout_cell
 # took 31-38 ms instead of 14-17 ms (16384 rows: 82-85 -> 48-56 ms); and every library that
 # loads GNU OpenMP after numba shares numba's copy, so torch imported after fastnn ran with
 # the short spin too: its 784-100-10@64 epoch took 344-367 ms instead of 198 ms (2 cores).
+# (With torch imported first fastnn had left the spin alone, taking torch's libgomp.so.1 for
+# the copy numba would share; numba's wheel asks for libgomp.so.1.0.0 and loads its own.)  The
+# price of the default spin: a NumPy product started within a few milliseconds of a fit's end
+# shares a core with a spinning worker (512x512: up to 3 ms more), as after a torch call.
 PARALLEL_MIN_WORK = 1 << 25
 
 _state = {
