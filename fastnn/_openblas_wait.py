@@ -24,7 +24,6 @@ the library is left alone.  Linux only (elsewhere nothing is found).
 """
 
 import ctypes
-import mmap
 import os
 import struct
 
@@ -55,23 +54,41 @@ def static_symbols(path, names):
     """{name: (value, size, type)} of the defined symbols called ``names`` in the ELF symbol
     table (``.symtab``) of the file at ``path``, each found exactly once; names found zero or
     several times are left out.  {} when the file is not a 64-bit little-endian ELF with a
-    well-formed symbol table."""
+    well-formed symbol table.
+
+    The parts it needs (header, section table, symbol and string tables) are read into bytes
+    of their own: no array ever views a memory map of the file, which could not be closed
+    while one did (a sampling profiler holding a frame, as Dask's workers run, kept such a
+    view alive and the fit that first held BLAS failed with BufferError)."""
     try:
-        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-            return _symbols(m, names)
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+
+            def read(offset, length):
+                f.seek(offset)
+                data = f.read(length)
+                if len(data) != length:
+                    raise ValueError("short read")
+                return data
+
+            return _symbols(read, size, names)
     except (OSError, ValueError, struct.error):
         return {}
 
 
-def _symbols(m, names):
-    size = len(m)
-    if size < 64 or m[:4] != b"\x7fELF" or m[4] != 2 or m[5] != 1:
+def _symbols(read, size, names):
+    """``static_symbols`` on a file of ``size`` bytes read through ``read(offset, length)``."""
+    if size < 64:
         return {}
-    (shoff,) = struct.unpack_from("<Q", m, 0x28)
-    shentsize, shnum = struct.unpack_from("<HH", m, 0x3A)
+    header = read(0, 64)
+    if header[:4] != b"\x7fELF" or header[4] != 2 or header[5] != 1:
+        return {}
+    (shoff,) = struct.unpack_from("<Q", header, 0x28)
+    shentsize, shnum = struct.unpack_from("<HH", header, 0x3A)
     if shentsize != 64 or shoff + shnum * 64 > size:
         return {}
-    sections = [struct.unpack_from("<IIQQQQIIQQ", m, shoff + 64 * i) for i in range(shnum)]
+    table_bytes = read(shoff, 64 * shnum)
+    sections = [struct.unpack_from("<IIQQQQIIQQ", table_bytes, 64 * i) for i in range(shnum)]
     found = {}
     for _, kind, _, _, offset, length, link, _, _, entsize in sections:
         if kind != _SHT_SYMTAB:
@@ -81,8 +98,9 @@ def _symbols(m, names):
         str_offset, str_length = sections[link][4], sections[link][5]
         if str_offset + str_length > size:
             return {}
-        table = np.frombuffer(m, _SYMBOL, count=length // _SYMBOL.itemsize, offset=offset)
-        strings = m[str_offset : str_offset + str_length]
+        count = length // _SYMBOL.itemsize
+        table = np.frombuffer(read(offset, count * _SYMBOL.itemsize), _SYMBOL)
+        strings = read(str_offset, str_length)
         for name in names:
             key = name.encode() + b"\0"
             starts, at = [], strings.find(key)
@@ -95,7 +113,6 @@ def _symbols(m, names):
                 found[name] = (int(row["value"]), int(row["size"]), int(row["info"]) & 0xF)
             else:
                 found.pop(name, None)
-        del table  # the mmap cannot close while an array views it
     return found
 
 

@@ -76,6 +76,30 @@ def test_a_name_defined_twice_or_not_at_all_is_left_out(tmp_path):
     assert _read(tmp_path, _elf(undefined)) == {"openblas_thread_timeout": (0x1000, 9, 2)}
 
 
+def test_symbols_are_read_while_a_profiler_keeps_every_frame(tmp_path):
+    """Dask's workers sample their threads' stacks, and a sampled frame keeps its locals
+    alive after the call returns.  A kept frame of a NumPy function that looked at the symbol
+    table must not break the read: with the table viewing a memory map of the file, closing
+    the map raised BufferError and the fit that first held BLAS in a Dask task failed."""
+    kept = []
+
+    def keep(frame, event, arg):
+        if event == "call":
+            kept.append(frame)
+
+    sys.setprofile(keep)
+    try:
+        found = _read(tmp_path, _elf(_GOOD))
+    finally:
+        sys.setprofile(None)
+    assert kept  # the profiler saw the calls, NumPy's among them
+    assert found == {
+        "thread_timeout": (0x2000, 4, 1),
+        "openblas_thread_timeout": (0x1000, 9, 2),
+        "blas_thread_init": (0x1100, 50, 2),
+    }
+
+
 @pytest.mark.parametrize(
     "bad",
     [
