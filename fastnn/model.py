@@ -16,6 +16,7 @@ from fastnn import kernels as K
 
 from ._callback import Callback
 from ._compile import announcing
+from ._fastpath import ROW_SPLIT_MIN_WORK, FastForward
 from ._threads import blas_threads_held, pick, worker_budget
 from ._validation import check_finite, check_positive_int, check_X
 from .layers import Layer, Linear
@@ -97,6 +98,7 @@ class Sequential(Layer):
                 i += 1
         self._stages = stages
         self._dense_only = all(isinstance(s, _DenseStage) for s in stages)
+        self._row_split = None  # FastForward for predict, made at the first large predict
         self._macs_per_row = sum(
             s.linear.n_in * s.linear.n_out for s in stages if isinstance(s, _DenseStage)
         )
@@ -200,6 +202,7 @@ class Sequential(Layer):
             and type(X) is np.ndarray
             and X.ndim == 2
             and 0 < X.shape[0] <= FAST_PREDICT_ROWS
+            and X.shape[0] * self._macs_per_row < ROW_SPLIT_MIN_WORK  # else split by rows
             and X.dtype == self.dtype
             and X.shape[1] == self.n_in
             and X.flags.c_contiguous
@@ -214,6 +217,15 @@ class Sequential(Layer):
         Xc = check_X(X, "X", dtype=self.dtype, n_features=self.n_in, finite=not narrows)
         batch_size = min(batch_size, Xc.shape[0])  # 2**70 is the whole X, not a kernel error
         out = np.empty((Xc.shape[0], self.n_out), self.dtype)
+        with worker_budget():  # a Dask worker's task: its thread budget (else nothing)
+            row_split = self._fast_forward()
+            chunks = row_split.chunks(Xc.shape[0]) if row_split is not None else 1
+            if chunks > 1:
+                finite = row_split.run(Xc, out, chunks, batch_size, check_first=narrows)
+                if finite is not None:  # None: its parallel build is still being compiled
+                    if not finite:
+                        check_finite(Xc, "X")  # else the overflow is the model's, as below
+                    return out
         buffers = BufferCache(max_shapes=2)
         # other BLAS libraries than the kernels' own (SciPy's, after a scikit-learn fit) get
         # no work here: at one thread meanwhile, so their idle workers sleep instead of
@@ -227,6 +239,29 @@ class Sequential(Layer):
                 stop = min(start + batch_size, Xc.shape[0])
                 out[start:stop] = self._infer(Xc[start:stop], buffers, narrows)
         return out
+
+    def _fast_forward(self):
+        """The model's ``FastForward`` (its rows split across the threads), or None when
+        ``predict`` must go layer by layer: a stage other than dense ones, or parameters that
+        are no longer one run of a flat buffer (``.data`` rebound by the user)."""
+        if not self._dense_only or not self._stages or self._flat is None:
+            return None
+        params = self._flat.params
+        if FlatParameters.slice_of(params) is None:
+            return None
+        owner = params[0]._flat[0]  # (another model built on these layers since owns them)
+        found = self._row_split
+        if found is None or found.args[0] is not owner.data:
+            stages = self._stages
+            found = self._row_split = FastForward(
+                owner.data,
+                [stages[0].linear.n_in] + [s.linear.n_out for s in stages],
+                [s.linear.weight._flat[1] for s in stages],
+                [s.linear.bias._flat[1] if s.linear.bias is not None else -1 for s in stages],
+                [s.code for s in stages],
+                [s.alpha for s in stages],
+            )
+        return found
 
     def _predict_small(self, X):
         """Dense-only model, a few well-formed rows (the input the full check would pass

@@ -29,6 +29,7 @@ from threadpoolctl import ThreadpoolController
 from fastnn.kernels import BLAS_SOURCE, CODES, all_finite
 from fastnn.kernels import sklearn_compat as SK
 
+from .._fastpath import FastForward
 from .._threads import (
     _state,
     blas_threads_held,
@@ -63,6 +64,10 @@ SERIAL_BLAS_WORK = 4_000_000
 #: GEMM_MULTITHREAD_THRESHOLD (4)); setting threadpoolctl's limit around such calls only costs
 #: time: 40% of a one-row predict_proba on digits (about 20 us)
 BLAS_SERIAL_ANYWAY = 65536
+
+#: rows a split predict (``_forward_out``) has in flight across its threads: the activations
+#: it keeps are at most this many rows of the widest hidden layer, twice
+ROW_SPLIT_ROWS = 4096
 
 #: most rows :meth:`BaseMLP._checked_X` lets through without scikit-learn's full validation
 FAST_ROWS = 64
@@ -356,7 +361,9 @@ class BaseMLP(BaseEstimator):
         self.intercepts_ = intercepts
         units = np.array([a for a, _ in shapes] + [shapes[-1][1]], dtype=np.int64)
         n_w = int(sum(a * b for a, b in shapes))
-        self._bound = (coefs, intercepts, tuple(coefs), tuple(intercepts), units, n_w)
+        # (the last item: a slot for the FastForward ``_fast_forward`` makes for this buffer;
+        # predict must leave the estimator's attributes as they are, as scikit-learn checks)
+        self._bound = (coefs, intercepts, tuple(coefs), tuple(intercepts), units, n_w, [None])
 
     def __getstate__(self):
         # a copy: object.__getstate__ hands back the instance's own __dict__
@@ -381,13 +388,41 @@ class BaseMLP(BaseEstimator):
         flat = self._packed(dtype)
         units, n_w = self._layout()
         n = X.shape[0]
-        acts = np.empty(n * sum(int(u) for u in units[1:-1]), dtype=dtype)
         out = np.empty((n, int(units[-1])), dtype=dtype)
         code = _HIDDEN_CODES[self.activation]
         kind = SK.OUT_IDENTITY if logits else _OUT_KINDS[self.out_activation_]
         with self._threads(n, units):
+            row_split = self._fast_forward(flat, units, n_w, code)
+            chunks = row_split.chunks(n)
+            # (None: the row split's parallel build is still being compiled; then as below)
+            if chunks > 1 and row_split.run(X, out, chunks, ROW_SPLIT_ROWS) is not None:
+                SK.output_activation(out, kind, out)
+                return out
+            acts = np.empty(n * sum(int(u) for u in units[1:-1]), dtype=dtype)
             SK.mlp_forward(X, flat, n_w, units, code, kind, acts, out)
         return out
+
+    def _fast_forward(self, flat, units, n_w, code):
+        """The network's forward pass split by rows across the threads
+        (``fastnn._fastpath.FastForward``), kept in ``_bind``'s record while ``flat`` is the
+        bound parameter buffer (made again each call otherwise: about 10 us)."""
+        bound = self._current_binding()
+        slot = bound[6] if bound is not None and flat is self.__dict__.get("_flat") else None
+        if slot is not None and slot[0] is not None and int(slot[0].args[4][0]) == code:
+            return slot[0]
+        sizes = [int(u) for u in units]
+        w_off, b_off = [], []
+        w, b = 0, n_w
+        for n_in, n_out in zip(sizes[:-1], sizes[1:], strict=True):
+            w_off.append(w)
+            b_off.append(b)
+            w += n_in * n_out
+            b += n_out
+        codes = [code] * (len(sizes) - 2) + [CODES["identity"]]
+        found = FastForward(flat, sizes, w_off, b_off, codes, [0.0] * len(codes))
+        if slot is not None:
+            slot[0] = found
+        return found
 
     # -- fit ----------------------------------------------------------------------------------
     def _fit(self, X, y, sample_weight=None, incremental=False):
