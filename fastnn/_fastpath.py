@@ -389,31 +389,33 @@ class FastEpochRunner:
 #: alone (64-64-10 on 1024 rows: 5.4x), the row split 0.55-1.10x.
 ROW_SPLIT_MIN_WORK = 1_000_000
 
-#: (parallel build, signature) pairs compiled or loaded in this process (``_parallel_ready``)
+#: (parallel build, signature) pairs compiled or loaded in this process (``_parallel_state``)
 _READY: set = set()
 
 
-def _parallel_ready(kernel, sig):
-    """Whether the parallel build ``kernel`` can run ``sig`` now: compiled or cached, or to be
-    compiled by this call (STAND_IN off; no helper can start).  False while a helper process
-    compiles it into the kernel cache (started here at the first miss): the caller runs its
-    serial path meanwhile, as ``FastEpochRunner._parallel_build`` does for fit."""
+def _parallel_state(kernel, sig):
+    """Whether the parallel build ``kernel`` can run ``sig`` now: "ready" when compiled or
+    cached, or to be compiled by this call (STAND_IN off; no helper can start); otherwise the
+    caller runs the serial build of the same body while a helper process compiles the
+    parallel one into the kernel cache, and must start that helper once its call has returned
+    ("start": the callees both builds share are compiled by then) or not ("wait"), as
+    ``FastEpochRunner._parallel_build`` does for fit."""
     key = (kernel, sig)
     if key in _READY:
-        return True
+        return "ready"
     done = _BACKGROUND.get(key)
     if done is None:
         if not STAND_IN or cached(kernel, sig) or not can_background(kernel, sig):
             _READY.add(key)
-            return True
-        _BACKGROUND[key] = background(kernel, sig) or _no_helper
-        return False
+            return "ready"
+        _BACKGROUND[key] = _PENDING
+        return "start"
     if done is _PENDING or not done():
-        return False
+        return "wait"
     _BACKGROUND.pop(key, None)
     cached(kernel, sig)  # load what the helper left (if it failed, the call compiles)
     _READY.add(key)
-    return True
+    return "ready"
 
 
 class FastForward:
@@ -453,27 +455,33 @@ class FastForward:
 
     def run(self, X, out, chunks, rows_at_a_time, check_first=False):
         """``out`` = the network's output for ``X`` (C-contiguous, the parameters' dtype) in
-        ``chunks`` row shares, ``rows_at_a_time`` rows in flight across them.  With
-        ``check_first`` the first layer's pre-activations are checked for NaN and inf.
-        Returns None when the parallel build is not ready yet (a helper compiles it; nothing
-        was written: run the serial path), else whether those pre-activations were finite."""
+        ``chunks`` row shares, ``rows_at_a_time`` rows in flight across them; returns False
+        when ``check_first`` is set and the first layer's pre-activations hold a NaN or inf.
+        While a helper compiles the parallel build (a cold cache), its serial build runs the
+        same shares one after another: the same operations, so the same bits, on one core."""
         n = X.shape[0]
         block = max(1, min(rows_at_a_time // chunks, -(-n // chunks)))
         work = np.empty((chunks, 2 * block * self.hidden), self.dtype)
         flags = np.zeros(chunks, np.uint8)
         kernel = I.forward_rows_parallel
         args = (X, *self.args, check_first, chunks, block, work, out, flags)
-        key = (X.dtype, X.ndim, X.flags.c_contiguous, out.flags.c_contiguous)
+        flags_x = X.flags
+        key = (X.dtype, X.ndim, flags_x.c_contiguous, flags_x.writeable, flags_x.aligned)
         sig = self._sigs.get(key)
         if sig is None:
             sig = self._sigs[key] = tuple(kernel.typeof_pyval(a) for a in args)
-        if not _parallel_ready(kernel, sig):
-            return None
+        state = _parallel_state(kernel, sig)
         hold_blas_threads(1)  # one BLAS thread per share; OpenBLAS's idle workers sleep
         try:
-            kernel(*args)
+            (kernel if state == "ready" else I.forward_rows)(*args)
+        except BaseException:
+            if state == "start":  # (Ctrl-C, say) the next call decides again
+                _BACKGROUND.pop((kernel, sig), None)
+            raise
         finally:
             release_blas_threads()
+        if state == "start":
+            _BACKGROUND[(kernel, sig)] = background(kernel, sig) or _no_helper
         return not flags.any()
 
 

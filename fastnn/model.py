@@ -193,9 +193,12 @@ class Sequential(Layer):
     # -- inference ---------------------------------------------------------------------------
     @announcing("inference kernels")
     def predict(self, X: ArrayLike, batch_size: int = 4096) -> np.ndarray:
-        """Model output for ``X`` (a new array), computed in chunks of ``batch_size`` rows.
+        """Model output for ``X`` (a new array), computed ``batch_size`` rows at a time.
 
-        Keeps no state: safe between training steps and from several threads."""
+        A network of dense layers with enough work splits the rows across the threads, each
+        running every layer on its share (``fastnn._fastpath.FastForward``); other models go
+        layer by layer.  Keeps no state: safe between training steps and from several
+        threads."""
         batch_size = check_positive_int(batch_size, "batch_size")
         if (
             self._dense_only
@@ -221,11 +224,9 @@ class Sequential(Layer):
             row_split = self._fast_forward()
             chunks = row_split.chunks(Xc.shape[0]) if row_split is not None else 1
             if chunks > 1:
-                finite = row_split.run(Xc, out, chunks, batch_size, check_first=narrows)
-                if finite is not None:  # None: its parallel build is still being compiled
-                    if not finite:
-                        check_finite(Xc, "X")  # else the overflow is the model's, as below
-                    return out
+                if not row_split.run(Xc, out, chunks, batch_size, check_first=narrows):
+                    check_finite(Xc, "X")  # else the overflow is the model's, as below
+                return out
         buffers = BufferCache(max_shapes=2)
         # other BLAS libraries than the kernels' own (SciPy's, after a scikit-learn fit) get
         # no work here: at one thread meanwhile, so their idle workers sleep instead of

@@ -7,10 +7,11 @@ its call overhead run as compiled loops (``small_product``).
 
 The pass after a BLAS product is serial in both builds: BLAS already runs on every thread, and
 a numba parallel region next to it costs far more than it saves.  numba's OpenMP workers spin
-after a region and starve the OpenBLAS worker on the same core; fastnn shortens that spin
-(fastnn._threads), but not when another library (torch) loaded libgomp first and numba shares
-its copy.  Measured (2 cores, torch imported first): ``predict`` of 784-100-10 on 100 000 rows
-took 380-390 ms with the row-parallel pass and 140-160 ms with a serial one.
+for milliseconds after a region (libgomp's default spin, which fastnn leaves alone: see
+fastnn._threads) and starve the OpenBLAS worker on the same core.  Measured (2 cores, torch
+imported first): ``predict`` of 784-100-10 on 100 000 rows took 380-390 ms with the
+row-parallel pass and 140-160 ms with a serial one.  (``predict`` now splits whole networks
+by rows instead, with BLAS at one thread per share: ``kernels/inference.py``.)
 """
 
 from numba import prange

@@ -394,8 +394,8 @@ class BaseMLP(BaseEstimator):
         with self._threads(n, units):
             row_split = self._fast_forward(flat, units, n_w, code)
             chunks = row_split.chunks(n)
-            # (None: the row split's parallel build is still being compiled; then as below)
-            if chunks > 1 and row_split.run(X, out, chunks, ROW_SPLIT_ROWS) is not None:
+            if chunks > 1:
+                row_split.run(X, out, chunks, ROW_SPLIT_ROWS)
                 SK.output_activation(out, kind, out)
                 return out
             acts = np.empty(n * sum(int(u) for u in units[1:-1]), dtype=dtype)
