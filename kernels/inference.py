@@ -18,7 +18,7 @@ from numba import prange
 from ._config import njit, twin
 from .activations import IDENTITY, activate_inplace
 from .data import all_finite
-from .epoch import _forward
+from .dense import dense_forward
 
 
 @njit
@@ -32,7 +32,9 @@ def forward_share(X, params, sizes, w_off, b_off, codes, alphas, zero_b, check_f
     handles the loop over shares alone.  With this body inlined in it, numba 0.68's parallel
     build computed some networks wrongly (784-1024-10 and 10-64-10 among them: every output
     off, while the serial build of the same body was right), through the hidden layer's
-    array carried from one layer to the next."""
+    array carried from one layer to the next.  Each layer is the serial ``dense_forward``,
+    the kernel the layer-by-layer predict runs, so ``fastnn._fastpath.FastForward._stand_in``
+    can make the same calls from Python (the same bits) while a helper compiles this."""
     n_layers = sizes.shape[0] - 1
     half = work.shape[0] // 2
     finite = True
@@ -54,12 +56,12 @@ def forward_share(X, params, sizes, w_off, b_off, codes, alphas, zero_b, check_f
             W = params[w_off[k] : w_off[k] + n_in * n_out].reshape((n_in, n_out))
             b = zero_b[:n_out] if b_off[k] < 0 else params[b_off[k] : b_off[k] + n_out]
             if k == 0 and check_first:
-                _forward(H, W, b, IDENTITY, 0.0, A, False, False)
+                dense_forward(H, W, b, IDENTITY, 0.0, A)
                 if not all_finite(A):
                     finite = False
                 activate_inplace(A, codes[k], alphas[k])
             else:
-                _forward(H, W, b, codes[k], alphas[k], A, False, False)
+                dense_forward(H, W, b, codes[k], alphas[k], A)
     return finite
 
 

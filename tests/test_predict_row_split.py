@@ -231,26 +231,26 @@ def test_one_thread_and_small_inputs_stay_layer_by_layer(monkeypatch):
         fnn.set_num_threads(before)
 
 
-def test_stand_in_while_a_helper_compiles(monkeypatch):
-    """A cold cache: the first split predict runs the serial build of the same body (same
-    shares, same bits) and then starts a helper for the parallel build; once the helper has
-    ended, the parallel build runs (loading what it compiled)."""
+@pytest.mark.parametrize(
+    "sizes, batch_size",
+    [((64, 128, 10), 4096), ((64, 32, 4, 3), 16)],  # 8-row blocks: the 4x3 layer loops
+    ids=["blas", "small-products"],
+)
+def test_stand_in_while_a_helper_compiles(monkeypatch, dtype, sizes, batch_size):
+    """A cold cache: the first split predict runs the stand-in (the same kernel calls on the
+    same blocks, in Python) and then starts a helper for the parallel build; once the helper
+    has ended, the parallel build runs (loading what it compiled), with the same bits."""
     started, done, calls = [], [False], []
 
     def fake_background(dispatcher, sig):
         started.append((dispatcher, sig))
         return lambda: done[0]
 
-    class Spied:  # a kernel that notes its calls (typed as the kernel it stands for)
-        def __init__(self, name):
-            self.name, self.real = name, getattr(I, name)
+    real_stand_in = _fastpath.FastForward._stand_in
 
-        def __call__(self, *args):
-            calls.append(self.name)
-            return self.real(*args)
-
-        def typeof_pyval(self, value):
-            return self.real.typeof_pyval(value)
+    def stand_in(self, *args):
+        calls.append("stand-in")
+        return real_stand_in(self, *args)
 
     monkeypatch.setattr(_fastpath, "STAND_IN", True)
     monkeypatch.setattr(_fastpath, "_READY", set())
@@ -258,24 +258,39 @@ def test_stand_in_while_a_helper_compiles(monkeypatch):
     monkeypatch.setattr(_fastpath, "cached", lambda dispatcher, sig: False)
     monkeypatch.setattr(_fastpath, "can_background", lambda dispatcher, sig: True)
     monkeypatch.setattr(_fastpath, "background", fake_background)
-    monkeypatch.setattr(I, "forward_rows", Spied("forward_rows"))
-    monkeypatch.setattr(I, "forward_rows_parallel", Spied("forward_rows_parallel"))
-    model = fnn.Sequential(fnn.Linear(64, 128, seed=0), fnn.ReLU(), fnn.Linear(128, 10, seed=1))
-    X = np.random.default_rng(8).standard_normal((1000, 64)).astype(np.float32)
+    monkeypatch.setattr(_fastpath.FastForward, "_stand_in", stand_in)
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        layers += [fnn.Linear(a, b, seed=i, dtype=dtype), fnn.Tanh()]
+    model = fnn.Sequential(*layers[:-1])
+    X = np.random.default_rng(8).standard_normal((1000, sizes[0])).astype(dtype)
     before = fnn.get_num_threads()
     try:
         fnn.set_num_threads(2)
-        first = model.predict(X)
-        assert calls == ["forward_rows"] and len(started) == 1  # started after the call
-        second = model.predict(X)
-        assert calls == ["forward_rows"] * 2 and len(started) == 1
+        first = model.predict(X, batch_size=batch_size)
+        assert calls == ["stand-in"] and len(started) == 1  # started after the call
+        assert started[0][0] is I.forward_rows_parallel
+        second = model.predict(X, batch_size=batch_size)
+        assert calls == ["stand-in"] * 2 and len(started) == 1
         done[0] = True
-        third = model.predict(X)
-        assert calls[-1] == "forward_rows_parallel" and len(started) == 1
+        third = model.predict(X, batch_size=batch_size)
+        assert calls == ["stand-in"] * 2 and len(started) == 1  # the parallel build ran
     finally:
         fnn.set_num_threads(before)
     np.testing.assert_array_equal(first, second)
-    np.testing.assert_array_equal(third, first)  # the same operations per share
+    np.testing.assert_array_equal(third, first)  # the same kernel calls on the same rows
+    # and the NaN check of the stand-in: a narrowing first layer reads X through its product
+    if sizes[1] < sizes[0]:
+        X[999, 0] = np.nan
+        monkeypatch.setattr(_fastpath, "_READY", set())
+        monkeypatch.setattr(_fastpath, "_BACKGROUND", {})
+        fnn.set_num_threads(2)
+        try:
+            with pytest.raises(ValueError, match="X"):
+                model.predict(X, batch_size=batch_size)
+        finally:
+            fnn.set_num_threads(before)
+        assert calls[-1] == "stand-in"
 
 
 @pytest.mark.parametrize("activation", ["relu", "tanh", "logistic", "identity"])
