@@ -72,6 +72,12 @@ class Sequential(Layer):
         self.layers = list(layers)
         self._build()
 
+    def __setstate__(self, state):
+        # unpickled (pickle, joblib, Dask, deepcopy): the parameters back into the flat buffer
+        self.__dict__.update(state)
+        if self.__dict__.get("_flat") is not None:
+            self._flat.relink()
+
     def add(self, layer: Layer) -> "Sequential":
         """Append a layer (Keras style).  Optimizers made before must be made again."""
         if not isinstance(layer, Layer):

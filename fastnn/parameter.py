@@ -64,6 +64,24 @@ class FlatParameters:
             p._flat = (self, offset)
             offset += n
 
+    def relink(self):
+        """Make the parameters this buffer owns views into it again, their values copied in
+        (pickling copies a view out as an array of its own: an unpickled model's parameters
+        would otherwise have left the buffer, and with it fit's compiled fast path and
+        predict's row split).  The buffer arrays stay the same objects, so an optimizer
+        pickled together with the model keeps updating its parameters."""
+        for p in self.params:
+            if p._flat is None or p._flat[0] is not self:
+                continue  # taken into another model's buffer since
+            offset, n = p._flat[1], p.size
+            data, grad = self.data[offset : offset + n], self.grad[offset : offset + n]
+            if not np.shares_memory(p.data, self.data):
+                data[...] = p.data.ravel()
+                p.data = data.reshape(p.shape)
+            if not np.shares_memory(p.grad, self.grad):
+                grad[...] = p.grad.ravel()
+                p.grad = grad.reshape(p.shape)
+
     @staticmethod
     def slice_of(params):
         """(data, grad) flat views covering ``params`` if they are one consecutive run of a

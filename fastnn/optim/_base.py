@@ -103,6 +103,27 @@ class Optimizer:
             {name: np.zeros_like(data) for name in self.state_names} for data, _ in self._groups
         ]
 
+    def __setstate__(self, state):
+        # unpickled: the parameters back into their model's flat buffer (``relink``, also when
+        # the optimizer was pickled without its model), and the groups made of them again
+        # (pickling copied the groups' views out into arrays of their own, which no longer
+        # reached the parameters)
+        self.__dict__.update(state)
+        owners = {id(p._flat[0]): p._flat[0] for p in self.params if p._flat is not None}
+        for owner in owners.values():
+            owner.relink()
+        flat = FlatParameters.slice_of(self.params)
+        groups = (
+            [flat]
+            if flat is not None
+            else [(p.data.reshape(-1), p.grad.reshape(-1)) for p in self.params]
+        )
+        old = self._groups
+        if len(groups) == len(old) and all(
+            g[0].size == o[0].size for g, o in zip(groups, old, strict=True)
+        ):
+            self._groups = groups
+
     def zero_grad(self) -> None:
         for _, grad in self._groups:
             grad[...] = 0
