@@ -350,7 +350,7 @@ class FastEpochRunner:
                 del _BACKGROUND[(parallel, sig)]
             raise
         if start_helper:
-            _BACKGROUND[(parallel, sig)] = background(parallel.jit, sig) or _no_helper
+            _start_helper(parallel, parallel.jit, sig)
 
     def _parallel_build(self, parallel, serial, args):
         """``parallel`` (a parallel build of the fit kernel), or while a helper process
@@ -364,19 +364,37 @@ class FastEpochRunner:
         if parallel in self._ready:
             return parallel, None, False
         sig = parallel.signature(args)
-        done = _BACKGROUND.get((parallel, sig))
-        if done is None:
-            if not STAND_IN or cached(parallel.jit, sig) or not can_background(parallel.jit, sig):
-                self._ready.add(parallel)
-                return parallel, sig, False
-            _BACKGROUND[(parallel, sig)] = _PENDING
-            return serial, sig, True
-        if done is _PENDING or not done():
-            return serial, sig, False
-        del _BACKGROUND[(parallel, sig)]
-        cached(parallel.jit, sig)  # load what the helper left (if it failed, the call compiles)
-        self._ready.add(parallel)
-        return parallel, sig, False
+        state = _parallel_state(parallel, parallel.jit, sig)
+        if state == "ready":
+            self._ready.add(parallel)
+            return parallel, sig, False
+        return serial, sig, state == "start"
+
+
+def _parallel_state(key, dispatcher, sig):
+    """Whether the parallel build compiled by ``dispatcher`` (``key`` names it in
+    _BACKGROUND) can run ``sig`` now: "ready" when compiled or cached, or to be compiled by
+    this call (STAND_IN off; no helper can start).  Otherwise the caller runs a stand-in with
+    the same bits while a helper process compiles the parallel build into the kernel cache,
+    and starts that helper (``_start_helper``) once its call has returned ("start": the
+    callees both share are compiled by then; on an exception it drops the pending mark, so
+    the next call decides again) or not ("wait": a helper is on it)."""
+    done = _BACKGROUND.get((key, sig))
+    if done is None:
+        if not STAND_IN or cached(dispatcher, sig) or not can_background(dispatcher, sig):
+            return "ready"
+        _BACKGROUND[(key, sig)] = _PENDING
+        return "start"
+    if done is _PENDING or not done():
+        return "wait"
+    del _BACKGROUND[(key, sig)]
+    cached(dispatcher, sig)  # load what the helper left (if it failed, the call compiles)
+    return "ready"
+
+
+def _start_helper(key, dispatcher, sig):
+    """Fork the helper that compiles ``dispatcher`` for ``sig`` (after a "start")."""
+    _BACKGROUND[(key, sig)] = background(dispatcher, sig) or _no_helper
 
 
 #: ``predict`` splits the rows across the threads (``FastForward``) from this many multiply-adds
@@ -390,33 +408,8 @@ class FastEpochRunner:
 #: alone (64-64-10 on 1024 rows: 5.4x), the row split 0.55-1.10x.
 ROW_SPLIT_MIN_WORK = 1_000_000
 
-#: (parallel build, signature) pairs compiled or loaded in this process (``_parallel_state``)
+#: (parallel build, signature) pairs of ``FastForward`` compiled or loaded in this process
 _READY: set = set()
-
-
-def _parallel_state(kernel, sig):
-    """Whether the parallel build ``kernel`` can run ``sig`` now: "ready" when compiled or
-    cached, or to be compiled by this call (STAND_IN off; no helper can start); otherwise the
-    caller runs the serial build of the same body while a helper process compiles the
-    parallel one into the kernel cache, and must start that helper once its call has returned
-    ("start": the callees both builds share are compiled by then) or not ("wait"), as
-    ``FastEpochRunner._parallel_build`` does for fit."""
-    key = (kernel, sig)
-    if key in _READY:
-        return "ready"
-    done = _BACKGROUND.get(key)
-    if done is None:
-        if not STAND_IN or cached(kernel, sig) or not can_background(kernel, sig):
-            _READY.add(key)
-            return "ready"
-        _BACKGROUND[key] = _PENDING
-        return "start"
-    if done is _PENDING or not done():
-        return "wait"
-    _BACKGROUND.pop(key, None)
-    cached(kernel, sig)  # load what the helper left (if it failed, the call compiles)
-    _READY.add(key)
-    return "ready"
 
 
 class FastForward:
@@ -426,11 +419,11 @@ class FastForward:
     the layer sizes, each layer's weight and bias offsets in ``params`` (-1: no bias), and each
     layer's activation code and slope."""
 
-    __slots__ = ("args", "macs", "hidden", "sizes", "dtype", "_sigs")
+    __slots__ = ("args", "macs", "hidden", "dtype", "_sigs")
 
     def __init__(self, params, sizes, w_off, b_off, codes, alphas):
         self.dtype = params.dtype
-        self.sizes = sizes = [int(s) for s in sizes]
+        sizes = [int(s) for s in sizes]
         self.macs = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
         self.hidden = max(sizes[1:-1], default=0)
         self.args = (
@@ -471,7 +464,9 @@ class FastForward:
         sig = self._sigs.get(key)
         if sig is None:
             sig = self._sigs[key] = tuple(kernel.typeof_pyval(a) for a in args)
-        state = _parallel_state(kernel, sig)
+        state = "ready" if (kernel, sig) in _READY else _parallel_state(kernel, kernel, sig)
+        if state == "ready":
+            _READY.add((kernel, sig))
         hold_blas_threads(1)  # one BLAS thread per share; OpenBLAS's idle workers sleep
         try:
             if state == "ready":
@@ -485,7 +480,7 @@ class FastForward:
         finally:
             release_blas_threads()
         if state == "start":
-            _BACKGROUND[(kernel, sig)] = background(kernel, sig) or _no_helper
+            _start_helper(kernel, kernel, sig)
         return not flags.any()
 
     def _stand_in(self, X, out, chunks, block, check_first):

@@ -195,7 +195,7 @@ def usable_cores():
 
 def pick(serial, parallel, work):
     """The parallel build of a kernel when more than one thread is set and ``work`` (elements
-        touched) is large enough to pay for the pool's wake-up and the spin it leaves behind
+    touched) is large enough to pay for the pool's wake-up and the spin it leaves behind
     (PARALLEL_MIN_WORK); the serial build otherwise."""
     if work < PARALLEL_MIN_WORK:
         return serial

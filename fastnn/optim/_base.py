@@ -93,12 +93,7 @@ class Optimizer:
         self.step_count = 0
         self.schedule: Any = None  # the LRScheduler driving ``lr``, whose state fastnn.save writes
         self._saved_schedule = None  # a loaded schedule state, for the next schedule made
-        flat = FlatParameters.slice_of(params)
-        self._groups = (
-            [flat]
-            if flat is not None
-            else [(p.data.reshape(-1), p.grad.reshape(-1)) for p in params]
-        )
+        self._groups = self._groups_of(params)
         self.state = [
             {name: np.zeros_like(data) for name in self.state_names} for data, _ in self._groups
         ]
@@ -112,17 +107,21 @@ class Optimizer:
         owners = {id(p._flat[0]): p._flat[0] for p in self.params if p._flat is not None}
         for owner in owners.values():
             owner.relink()
-        flat = FlatParameters.slice_of(self.params)
-        groups = (
-            [flat]
-            if flat is not None
-            else [(p.data.reshape(-1), p.grad.reshape(-1)) for p in self.params]
-        )
+        groups = self._groups_of(self.params)
         old = self._groups
         if len(groups) == len(old) and all(
             g[0].size == o[0].size for g, o in zip(groups, old, strict=True)
         ):
             self._groups = groups
+
+    @staticmethod
+    def _groups_of(params):
+        """(data, grad) flat arrays the updates run on: the model's flat buffer in one piece
+        when ``params`` are one run of it, else one pair of views per parameter."""
+        flat = FlatParameters.slice_of(params)
+        if flat is not None:
+            return [flat]
+        return [(p.data.reshape(-1), p.grad.reshape(-1)) for p in params]
 
     def zero_grad(self) -> None:
         for _, grad in self._groups:
