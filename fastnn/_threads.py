@@ -2,6 +2,7 @@
 
 import contextlib
 import ctypes
+import functools
 import numbers
 import os
 import sys
@@ -35,9 +36,17 @@ from ._openblas_wait import SHORT_TIMEOUT, timeout_cell
 PARALLEL_MIN_WORK = 1 << 25
 
 _state = {
-    "threads": None,
+    "threads": None,  # set_num_threads's n (FASTNN_NUM_THREADS): fastnn's count in every thread
     "limits": None,
+    "cap": None,  # OMP_NUM_THREADS's n (without FASTNN_NUM_THREADS): at most n in every thread
 }
+
+# numba's thread count is per thread: a thread that a pool starts (ThreadPoolExecutor, a web
+# server's workers) begins at numba's default, whatever set_num_threads did in the thread that
+# called it.  So fastnn applies its own count around each call from such a thread
+# (``own_threads``); ``_inside.depth`` counts the calls in progress in this thread that did so
+# (or set a count of their own, the drop-ins' ``n_threads``), which nested calls then keep.
+_inside = threading.local()
 
 
 def set_num_threads(n: int) -> None:
@@ -55,8 +64,53 @@ def set_num_threads(n: int) -> None:
 
 
 def get_num_threads() -> int:
-    """Threads fastnn's kernels use (numba's setting for the calling thread)."""
-    return numba.get_num_threads()
+    """Threads a fastnn call from the calling thread uses: fastnn's setting
+    (``set_num_threads``, FASTNN_NUM_THREADS, the OMP_NUM_THREADS cap) whichever thread set
+    it, else numba's setting for the calling thread."""
+    n = _fastnn_count()
+    return numba.get_num_threads() if n is None else n
+
+
+def _fastnn_count():
+    """fastnn's thread count for a call from this thread where it differs from numba's
+    setting here, else None (also inside a call that set the thread's count already).
+
+    numba's setting is per thread, so ``set_num_threads`` reaches only the thread that called
+    it (and FASTNN_NUM_THREADS only the importing thread); fastnn's own calls use its count
+    from every thread, as torch's and OpenBLAS's settings hold process-wide.  It wins over a
+    ``numba.set_num_threads`` made in the thread; without one, an OMP_NUM_THREADS cap lowers
+    a thread above it."""
+    if getattr(_inside, "depth", 0):
+        return None
+    current = numba.get_num_threads()
+    n = _state["threads"]
+    if n is None:
+        n = _state["cap"]
+        if n is None or n >= current:
+            return None
+    return None if n == current else n
+
+
+@contextlib.contextmanager
+def own_threads(n=None):
+    """For one fastnn call: numba's threads for the calling thread set to ``n`` (None:
+    fastnn's count, ``_fastnn_count``), restored on return, also on an exception.  Calls made
+    inside keep the count (``pick`` and nested ``own_threads(None)`` change nothing)."""
+    if n is None:
+        n = _fastnn_count()
+    previous = numba.get_num_threads() if n is not None else None
+    if n is not None and n != previous:
+        numba.set_num_threads(n)
+    else:
+        previous = None
+    depth = getattr(_inside, "depth", 0)
+    _inside.depth = depth + 1
+    try:
+        yield
+    finally:
+        _inside.depth = depth
+        if previous is not None:
+            numba.set_num_threads(previous)
 
 
 def _blas_thread_controls():
@@ -196,10 +250,20 @@ def usable_cores():
 def pick(serial, parallel, work):
     """The parallel build of a kernel when more than one thread is set and ``work`` (elements
     touched) is large enough to pay for the pool's wake-up and the spin it leaves behind
-    (PARALLEL_MIN_WORK); the serial build otherwise."""
+    (PARALLEL_MIN_WORK); the serial build otherwise.  Called outside a fit or predict from a
+    thread whose numba setting is not fastnn's (``_fastnn_count``), the parallel build comes
+    wrapped to run on fastnn's count."""
     if work < PARALLEL_MIN_WORK:
         return serial
-    return parallel if numba.get_num_threads() > 1 else serial
+    n = _fastnn_count()
+    if n is None:
+        return parallel if numba.get_num_threads() > 1 else serial
+    return serial if n == 1 else functools.partial(_on_threads, n, parallel)
+
+
+def _on_threads(n, kernel, *args):
+    with own_threads(n):
+        return kernel(*args)
 
 
 def worker_threads():
@@ -225,22 +289,21 @@ def worker_threads():
 
 
 @contextlib.contextmanager
-def worker_budget():
-    """Inside a Dask worker's task (``worker_threads``), limit numba's threads (for the
-    calling thread: numba's setting is per thread) and BLAS's to the task's budget for the
-    duration, unless the user chose a count (``set_num_threads``, FASTNN_NUM_THREADS).
-    Elsewhere it does nothing."""
+def call_budget():
+    """The threads of one fit or predict, for its duration (``own_threads``): inside a Dask
+    worker's task (``worker_threads``) numba's and BLAS's limited to the task's budget unless
+    the user chose a count (``set_num_threads``, FASTNN_NUM_THREADS); elsewhere numba's set
+    to fastnn's count where the calling thread's differs (a pool's thread), else untouched."""
     n = worker_threads() if _state["threads"] is None else None
     if n is None or n >= get_num_threads():
-        yield
+        with own_threads():
+            yield
         return
-    previous = numba.get_num_threads()
     hold_blas_threads(n)
-    numba.set_num_threads(n)
     try:
-        yield
+        with own_threads(n):
+            yield
     finally:
-        numba.set_num_threads(previous)
         release_blas_threads()
 
 
@@ -270,4 +333,5 @@ def _threads_from_env():
     except ValueError:  # unset or not a number: OpenMP itself ignores it too
         return
     if n >= 1:
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
+        _state["cap"] = min(n, numba.config.NUMBA_NUM_THREADS)
+        numba.set_num_threads(_state["cap"])

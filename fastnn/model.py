@@ -17,7 +17,7 @@ from fastnn import kernels as K
 from ._callback import Callback
 from ._compile import announcing
 from ._fastpath import ROW_SPLIT_MIN_WORK, FastForward
-from ._threads import blas_threads_held, pick, worker_budget
+from ._threads import blas_threads_held, call_budget, pick
 from ._validation import check_finite, check_positive_int, check_X
 from .layers import Layer, Linear
 from .layers._base import BufferCache
@@ -226,7 +226,7 @@ class Sequential(Layer):
         Xc = check_X(X, "X", dtype=self.dtype, n_features=self.n_in, finite=not narrows)
         batch_size = min(batch_size, Xc.shape[0])  # 2**70 is the whole X, not a kernel error
         out = np.empty((Xc.shape[0], self.n_out), self.dtype)
-        with worker_budget():  # a Dask worker's task: its thread budget (else nothing)
+        with call_budget():  # fastnn's threads in any thread; a Dask task's budget
             row_split = self._fast_forward()
             chunks = row_split.chunks(Xc.shape[0]) if row_split is not None else 1
             if chunks > 1:
@@ -239,7 +239,7 @@ class Sequential(Layer):
         # spinning on the cores (fastnn._openblas_wait); not worth its 8 us on small inputs
         quiet = Xc.shape[0] * self._macs_per_row >= QUIET_BLAS_WORK
         with (
-            worker_budget(),  # a Dask worker's task: its thread budget (else nothing)
+            call_budget(),  # fastnn's threads in any thread; a Dask task's budget
             blas_threads_held(1, but=K.BLAS_SOURCE) if quiet else contextlib.nullcontext(),
         ):
             for start in range(0, Xc.shape[0], batch_size):

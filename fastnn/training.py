@@ -17,7 +17,7 @@ from ._compile import announcing, compile_seconds, report
 from ._fastpath import fast_runner
 from ._plot import plot_history
 from ._progress import ProgressBar, SigintGuard, isatty
-from ._threads import pick, worker_budget
+from ._threads import call_budget, pick
 from ._validation import (
     check_finite,
     check_labels,
@@ -663,7 +663,7 @@ def fit(model, X, y, **kwargs):
             )
         _fitting.add(id(model))
     try:
-        with worker_budget():  # a Dask worker's task: its thread budget (else nothing)
+        with call_budget():  # fastnn's threads in any thread; a Dask task's budget
             return _fit_world(model, X, y, **kwargs)
     finally:
         with _fitting_lock:

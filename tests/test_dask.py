@@ -114,7 +114,7 @@ def _budget_in_task():
     import numba
 
     inside = []
-    with _threads.worker_budget():
+    with _threads.call_budget():
         inside.append(numba.get_num_threads())
     return _threads.worker_threads(), inside[0], numba.get_num_threads()
 

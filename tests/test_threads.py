@@ -391,3 +391,160 @@ def test_dropin_thread_limit_nests_with_other_calls_holds(restore_threads):
     small.__exit__(None, None, None)
     _threads.release_blas_threads()
     assert _blas_limits() == before
+
+
+# -- fastnn's thread count in threads that a pool started ----------------------------------------
+# numba's setting is per thread: a thread a pool starts begins at numba's default, whatever
+# set_num_threads did in the thread that called it.  fastnn's calls use fastnn's count there.
+
+needs_two = pytest.mark.skipif(
+    numba.config.NUMBA_NUM_THREADS < 2, reason="numba's pool has one thread: nothing to lower"
+)
+
+
+def _in_new_thread(fn):
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(fn).result()
+
+
+class _SeeThreads:
+    """Stands in for a model's FastForward: records numba's count for the calling thread when
+    predict asks it for its chunks, then lets predict go layer by layer."""
+
+    def __init__(self, seen):
+        self.seen = seen
+
+    def chunks(self, rows):
+        self.seen.append(numba.get_num_threads())
+        return 1
+
+
+class _SeeThreadsInFit(fnn.Callback):
+    def __init__(self, seen):
+        self.seen = seen
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seen.append(numba.get_num_threads())
+
+
+@needs_two
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_set_num_threads_holds_in_a_pools_thread(monkeypatch, restore_threads):
+    """set_num_threads(1) in the main thread: fit, predict and the drop-in's fit and predict
+    run on one thread from a pool's thread too, and leave that thread's numba setting as they
+    found it."""
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((256, 30)).astype(np.float32)
+    y = rng.integers(0, 5, 256)
+    model = _model()
+    clf = MLPClassifier(hidden_layer_sizes=(16,), max_iter=3, random_state=0)
+    fnn.set_num_threads(1)
+    seen = []
+    monkeypatch.setattr(model, "_fast_forward", lambda: _SeeThreads(seen))
+
+    def work():
+        before = numba.get_num_threads()
+        calls = [fnn.get_num_threads()]
+        model.fit(
+            X, y, loss=fnn.SoftmaxCrossEntropy(), optimizer=fnn.SGD(model.parameters(), lr=0.01),
+            epochs=1, verbose=0, callbacks=[_SeeThreadsInFit(seen)],
+        )  # fmt: skip
+        model.predict(X)
+        clf.fit(X, y)
+        monkeypatch.setattr(clf, "_fast_forward", lambda *args: _SeeThreads(seen))
+        clf.predict(X)
+        return before, calls, numba.get_num_threads()
+
+    before, calls, after = _in_new_thread(work)
+    assert before == numba.config.NUMBA_NUM_THREADS  # the pool's thread starts at the default
+    assert calls == [1]
+    assert seen == [1, 1, 1]  # fit's callback, predict, the drop-in's predict
+    assert after == before  # the thread's own setting is restored
+
+
+@needs_two
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_dropin_n_threads_wins_over_set_num_threads_in_a_pools_thread(monkeypatch, restore_threads):
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((64, 30))
+    clf = MLPClassifier(hidden_layer_sizes=(16,), max_iter=2, random_state=0, n_threads=2)
+    clf.fit(X, rng.integers(0, 3, 64))
+    fnn.set_num_threads(1)
+    seen = []
+    monkeypatch.setattr(clf, "_fast_forward", lambda *args: _SeeThreads(seen))
+    _in_new_thread(lambda: clf.predict(X))
+    assert seen == [2]
+
+
+@needs_two
+def test_pick_runs_parallel_builds_on_fastnns_count_in_a_pools_thread(restore_threads):
+    """The layer API's kernels (``pick``) outside a fit: in a thread whose numba setting is not
+    fastnn's, the parallel build runs on fastnn's count, and at one thread the serial build."""
+    seen = []
+
+    def serial(x):
+        return "serial"
+
+    def parallel(x):
+        seen.append(numba.get_num_threads())
+        return "parallel"
+
+    work = _threads.PARALLEL_MIN_WORK
+
+    def at(n):
+        numba.set_num_threads(n)  # the thread's own setting, other than fastnn's
+        result = _threads.pick(serial, parallel, work)(0)
+        return result, numba.get_num_threads()
+
+    fnn.set_num_threads(2)
+    assert _in_new_thread(lambda: at(1)) == ("parallel", 1)  # restored after the call
+    assert seen == [2]
+    fnn.set_num_threads(1)
+    assert _in_new_thread(lambda: at(2)) == ("serial", 2)
+    assert seen == [2]
+
+
+@needs_two
+def test_own_threads_nests_and_restores_on_an_exception(restore_threads):
+    fnn.set_num_threads(1)
+
+    def work():
+        inner = []
+        with pytest.raises(KeyError):
+            with _threads.own_threads():
+                inner.append(numba.get_num_threads())
+                with _threads.own_threads(2):  # a drop-in's n_threads inside
+                    inner.append(numba.get_num_threads())
+                    with _threads.own_threads():  # a nested call keeps it
+                        inner.append(numba.get_num_threads())
+                inner.append(numba.get_num_threads())
+                raise KeyError("x")
+        return inner, numba.get_num_threads()
+
+    assert _in_new_thread(work) == ([1, 2, 2, 1], numba.config.NUMBA_NUM_THREADS)
+
+
+def test_omp_num_threads_caps_a_pools_thread():
+    """OMP_NUM_THREADS=1 caps fastnn's kernels in every thread, as it caps torch's: a pool's
+    thread (numba's default there) fits on one thread, and keeps its own setting after."""
+    code = (
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "import numba, numpy as np, fastnn as fnn\n"
+        "seen = []\n"
+        "class See(fnn.Callback):\n"
+        "    def on_epoch_end(self, epoch, logs=None): seen.append(numba.get_num_threads())\n"
+        "def work():\n"
+        "    m = fnn.Sequential(fnn.Linear(4, 8, seed=0), fnn.ReLU(), fnn.Linear(8, 3, seed=1))\n"
+        "    X = np.ones((32, 4), np.float32); y = np.zeros(32, np.int64)\n"
+        "    opt = fnn.SGD(m.parameters(), lr=0.1)\n"
+        "    loss = fnn.SoftmaxCrossEntropy()\n"
+        "    m.fit(X, y, loss=loss, optimizer=opt, verbose=0, callbacks=[See()])\n"
+        "    return numba.get_num_threads(), fnn.get_num_threads()\n"
+        "with ThreadPoolExecutor(1) as pool:\n"
+        "    print(*pool.submit(work).result(), *seen)\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("FASTNN_NUM_THREADS",)}
+    env.update(OMP_NUM_THREADS="1", NUMBA_NUM_THREADS="2")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["2", "1", "1"]  # thread's own, fastnn's, seen in fit

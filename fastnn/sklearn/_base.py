@@ -33,6 +33,7 @@ from .._fastpath import FastForward
 from .._threads import (
     _state,
     blas_threads_held,
+    own_threads,
     rescan_blas,
     worker_threads,
 )
@@ -245,30 +246,30 @@ class BaseMLP(BaseEstimator):
         return np.dtype(np.float64)
 
     def _threads(self, rows, units):
-        """Context limiting BLAS and numba threads to ``n_threads``; when that is None, to one
-        BLAS thread if the largest product of a ``rows``-row batch is below SERIAL_BLAS_WORK,
-        and otherwise to whatever is set already for the kernels' BLAS, and one thread for
-        any other (SciPy's, which the kernels do not call: its idle workers then sleep
-        instead of spinning on the cores, see ``fastnn._openblas_wait``)."""
+        """Context limiting BLAS and numba threads to ``n_threads``.  When that is None:
+        numba's at fastnn's count (``own_threads``: a pool's thread starts at numba's default),
+        BLAS at one thread if the largest product of a ``rows``-row batch is below
+        SERIAL_BLAS_WORK, and otherwise at whatever is set already for the kernels' BLAS and
+        one thread for any other (SciPy's, which the kernels do not call: its idle workers
+        then sleep instead of spinning on the cores, see ``fastnn._openblas_wait``)."""
         n = self.n_threads
         if n is None and _state["threads"] is None:
             n = worker_threads()  # a Dask worker's task: its thread budget
-        if n is None:
-            work = rows * max(int(a) * int(b) for a, b in zip(units[:-1], units[1:], strict=True))
-            if work < BLAS_SERIAL_ANYWAY:
-                return contextlib.nullcontext()
-            if work >= SERIAL_BLAS_WORK:
-                return blas_threads_held(1, but=BLAS_SOURCE)
-            # (held through fastnn's per-library holds, not threadpoolctl's save-and-restore:
-            # a fit in another Python thread holding BLAS meanwhile would otherwise restore
-            # this call's 1 for good)
-            return blas_threads_held(1)
         stack = contextlib.ExitStack()
+        if n is None:
+            stack.enter_context(own_threads())  # fastnn's count, in a pool's thread too
+            work = rows * max(int(a) * int(b) for a, b in zip(units[:-1], units[1:], strict=True))
+            if work >= SERIAL_BLAS_WORK:
+                stack.enter_context(blas_threads_held(1, but=BLAS_SOURCE))
+            elif work >= BLAS_SERIAL_ANYWAY:
+                # (held through fastnn's per-library holds, not threadpoolctl's save-and-
+                # restore: a fit in another Python thread holding BLAS meanwhile would
+                # otherwise restore this call's 1 for good)
+                stack.enter_context(blas_threads_held(1))
+            return stack
         stack.enter_context(blas_threads_held(n))
         stack.enter_context(_controller().limit(limits=n, user_api="openmp"))
-        previous = numba.get_num_threads()
-        numba.set_num_threads(min(n, numba.config.NUMBA_NUM_THREADS))
-        stack.callback(numba.set_num_threads, previous)
+        stack.enter_context(own_threads(min(n, numba.config.NUMBA_NUM_THREADS)))
         return stack
 
     def _apply_class_weight(self, y, sw):
