@@ -261,9 +261,9 @@ def pick(serial, parallel, work):
     return serial if n == 1 else functools.partial(_on_threads, n, parallel)
 
 
-def _on_threads(n, kernel, *args):
+def _on_threads(n, kernel, *args, **kwargs):
     with own_threads(n):
-        return kernel(*args)
+        return kernel(*args, **kwargs)
 
 
 def worker_threads():
