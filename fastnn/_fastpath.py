@@ -471,7 +471,7 @@ class FastForward:
         try:
             if state == "ready":
                 kernel(*args)
-            elif not self._stand_in(X, out, chunks, block, check_first):
+            elif not self._stand_in(X, out, chunks, block, check_first, work[0]):
                 flags[0] = 1
         except BaseException:
             if state == "start":  # (Ctrl-C, say) the next call decides again
@@ -483,7 +483,7 @@ class FastForward:
             _start_helper(kernel, kernel, sig)
         return not flags.any()
 
-    def _stand_in(self, X, out, chunks, block, check_first):
+    def _stand_in(self, X, out, chunks, block, check_first, work):
         """``kernels.inference.forward_share`` on each share in turn, in Python: the same
         calls of the serial ``dense_forward`` on the same blocks of rows, so the same bits as
         the parallel build, with only the kernels the layer-by-layer predict compiles (a cold
@@ -497,8 +497,7 @@ class FastForward:
             W = params[w_off[k] : w_off[k] + n_in * n_out].reshape(n_in, n_out)
             b = zero_b[:n_out] if b_off[k] < 0 else params[b_off[k] : b_off[k] + n_out]
             layers.append((W, b, n_out, int(codes[k]), float(alphas[k])))
-        work = np.empty(2 * block * self.hidden, self.dtype)
-        half = block * self.hidden
+        half = block * self.hidden  # ``work``: one share's row of ``run``'s work array
         n, last = X.shape[0], len(layers) - 1
         finite = True
         for c in range(chunks):

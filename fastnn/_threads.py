@@ -98,11 +98,12 @@ def own_threads(n=None):
     inside keep the count (``pick`` and nested ``own_threads(None)`` change nothing)."""
     if n is None:
         n = _fastnn_count()
-    previous = numba.get_num_threads() if n is not None else None
-    if n is not None and n != previous:
-        numba.set_num_threads(n)
-    else:
-        previous = None
+    previous = None  # the thread's own count, where this call changes it
+    if n is not None:
+        current = numba.get_num_threads()
+        if n != current:
+            numba.set_num_threads(n)
+            previous = current
     depth = getattr(_inside, "depth", 0)
     _inside.depth = depth + 1
     try:

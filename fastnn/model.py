@@ -233,18 +233,15 @@ class Sequential(Layer):
                 if not row_split.run(Xc, out, chunks, batch_size, check_first=narrows):
                     check_finite(Xc, "X")  # else the overflow is the model's, as below
                 return out
-        buffers = BufferCache(max_shapes=2)
-        # other BLAS libraries than the kernels' own (SciPy's, after a scikit-learn fit) get
-        # no work here: at one thread meanwhile, so their idle workers sleep instead of
-        # spinning on the cores (fastnn._openblas_wait); not worth its 8 us on small inputs
-        quiet = Xc.shape[0] * self._macs_per_row >= QUIET_BLAS_WORK
-        with (
-            call_budget(),  # fastnn's threads in any thread; a Dask task's budget
-            blas_threads_held(1, but=K.BLAS_SOURCE) if quiet else contextlib.nullcontext(),
-        ):
-            for start in range(0, Xc.shape[0], batch_size):
-                stop = min(start + batch_size, Xc.shape[0])
-                out[start:stop] = self._infer(Xc[start:stop], buffers, narrows)
+            buffers = BufferCache(max_shapes=2)
+            # other BLAS libraries than the kernels' own (SciPy's, after a scikit-learn fit)
+            # get no work here: at one thread meanwhile, so their idle workers sleep instead of
+            # spinning on the cores (fastnn._openblas_wait); not worth its 8 us on small inputs
+            quiet = Xc.shape[0] * self._macs_per_row >= QUIET_BLAS_WORK
+            with blas_threads_held(1, but=K.BLAS_SOURCE) if quiet else contextlib.nullcontext():
+                for start in range(0, Xc.shape[0], batch_size):
+                    stop = min(start + batch_size, Xc.shape[0])
+                    out[start:stop] = self._infer(Xc[start:stop], buffers, narrows)
         return out
 
     def _fast_forward(self):
